@@ -1,0 +1,1 @@
+"""Models: the built-in zoo, training, evaluation, pruning and export."""

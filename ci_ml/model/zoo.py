@@ -1,0 +1,200 @@
+"""The built-in model zoo, and loading a user's own ``package.module:factory``.
+
+A model is always rebuilt from a JSON-able spec plus safetensors weights, never
+unpickled, so loading a model cannot execute code that came with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ci_ml.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model's architecture (not its weights)."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            name=str(data["name"]),
+            input_shape=tuple(int(v) for v in data["input_shape"]),
+            num_classes=int(data["num_classes"]),
+            params=dict(data.get("params", {})),
+        )
+
+
+class MLP(nn.Module):
+    """A plain multi-layer perceptron for tabular data."""
+
+    def __init__(
+        self, in_features: int, num_classes: int, hidden: Sequence[int] = (64, 32),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """conv-bn-relu blocks, a max-pool after the second block, global average pooling.
+
+    With channels (32, 64, 128) on 1x8x8 inputs (sklearn digits) this is about
+    2.4M multiply-accumulates: 8x8x9x(1x32 + 32x64) + 4x4x9x64x128 + 128x10.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, channels: Sequence[int] = (32, 64, 128),
+        pool_after: Sequence[int] = (1,),
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = in_channels
+        for i, c in enumerate(channels):
+            blocks += [
+                nn.Conv2d(width, c, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+            ]
+            if i in pool_after:
+                blocks.append(nn.MaxPool2d(2))
+            width = c
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+def _build_mlp(spec: ModelSpec) -> nn.Module:
+    p = spec.params
+    return MLP(
+        in_features=math.prod(spec.input_shape),
+        num_classes=spec.num_classes,
+        hidden=tuple(p.get("hidden", (64, 32))),
+        dropout=float(p.get("dropout", 0.0)),
+    )
+
+
+def _build_cnn(spec: ModelSpec) -> nn.Module:
+    if len(spec.input_shape) != 3:
+        raise ConfigError(
+            f"model 'cnn' needs model.input_shape [channels, height, width], "
+            f"got {list(spec.input_shape)}"
+        )
+    p = spec.params
+    return SmallCNN(
+        in_channels=spec.input_shape[0],
+        num_classes=spec.num_classes,
+        channels=tuple(p.get("channels", (32, 64, 128))),
+        pool_after=tuple(p.get("pool_after", (1,))),
+    )
+
+
+ZOO: dict[str, Callable[[ModelSpec], nn.Module]] = {
+    "mlp": _build_mlp,
+    "cnn": _build_cnn,
+}
+
+
+def _import_factory(ref: str, project_dir: Path) -> Callable[..., nn.Module]:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model.name {ref!r}: expected a zoo name or 'package.module:factory'")
+    # The user's project is importable the way its own code imports itself.
+    for root in (project_dir, project_dir / "src"):
+        if root.is_dir() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"model.name {ref!r}: cannot import {module_name!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"model.name {ref!r}: {module_name} has no callable {attr!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def build_model(spec: ModelSpec, project_dir: Path | None = None) -> nn.Module:
+    """Build an untrained model from its spec (zoo name or ``module:factory``)."""
+    builder = ZOO.get(spec.name)
+    if builder is not None:
+        return builder(spec)
+    factory = _import_factory(spec.name, project_dir or Path.cwd())
+    model = factory(
+        input_shape=spec.input_shape, num_classes=spec.num_classes, **spec.params
+    )
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.name {spec.name!r}: factory returned {type(model).__name__}, "
+                          "not a torch.nn.Module")
+    return model
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (conv and linear layers)."""
+    total = 0
+
+    def conv_hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(mod, nn.Conv2d)
+        kernel = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total += int(out.numel() // out.shape[0]) * kernel
+
+    def linear_hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(mod, nn.Linear)
+        total += int(out.numel() // out.shape[0]) * mod.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
