@@ -1,0 +1,59 @@
+"""Commands that run pipeline steps: run, data check, train, prune, gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ci_ml.cli.common import STAGES, common_options, run_steps
+
+
+@click.command()
+@click.option("--stage", type=STAGES, default="staging", show_default=True,
+              help="Stage whose policy the gate applies.")
+@click.option("--only", "only", multiple=True, metavar="STEP",
+              help="Run only STEP (repeatable), after restoring or running what it needs.")
+@click.option("--force", is_flag=True, help="Ignore the step cache and run every step.")
+@common_options
+def run(stage: str, only: tuple[str, ...], force: bool, config_path: Path | None,
+        out_dir: Path, quiet: bool) -> None:
+    """Run the whole pipeline locally: data check, train, prune, scans, gate."""
+    run_steps(config_path, out_dir, quiet, only or None, stage, force)
+
+
+@click.group()
+def data() -> None:
+    """Data checks."""
+
+
+@data.command("check")
+@common_options
+def data_check(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
+    """Schema, quality, leakage and drift checks; writes data-report.json."""
+    run_steps(config_path, out_dir, quiet, ["data-check"])
+
+
+@click.command()
+@common_options
+def train(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
+    """Train the model from the config; writes model/, metrics.json."""
+    run_steps(config_path, out_dir, quiet, ["train"])
+
+
+@click.command()
+@common_options
+def prune(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
+    """Prune and export the trained model to ONNX; writes pruned/, prune-report.json."""
+    run_steps(config_path, out_dir, quiet, ["prune"])
+
+
+@click.command()
+@click.option("--stage", type=STAGES, default="staging", show_default=True)
+@common_options
+def gate(stage: str, config_path: Path | None, out_dir: Path, quiet: bool) -> None:
+    """Decide promotion to a stage from metrics, data checks and findings (exit 1 if blocked)."""
+    run_steps(config_path, out_dir, quiet, ["gate"], stage)
+
+
+COMMANDS = (run, data, train, prune, gate)

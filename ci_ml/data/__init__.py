@@ -1,0 +1,1 @@
+"""Data: loading CSVs into arrays, and the data checks (schema, quality, leakage, drift)."""

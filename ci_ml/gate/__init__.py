@@ -1,0 +1,1 @@
+"""The promotion gate: one pure decision from model metrics, data checks and findings."""

@@ -1,0 +1,1 @@
+"""The step graph, the content-hash step cache and the local runner."""

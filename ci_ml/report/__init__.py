@@ -1,0 +1,1 @@
+"""Reports for people and CI systems: findings.json, SARIF, GitLab, JUnit, Markdown, HTML."""

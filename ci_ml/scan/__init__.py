@@ -1,0 +1,1 @@
+"""Scanners: one adapter per tool behind one interface, all producing the same ``Finding``."""

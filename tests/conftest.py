@@ -1,0 +1,58 @@
+"""Shared test helpers: run the real CLI as a user would, on copies of real fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+EXAMPLE = FIXTURES / "example"
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 600) -> CliResult:
+    """Run ``python -m ci_ml`` in a subprocess: the real entry point, exit code and streams."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "CI": "true", **(env or {})}
+    full_env.pop("GITHUB_ACTIONS", None)
+    proc = subprocess.run([sys.executable, "-m", "ci_ml", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=full_env, timeout=timeout,
+                          check=False)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def example_project(tmp_path: Path) -> Path:
+    """A private copy of the bundled example, with its own cache directory."""
+    dest = tmp_path / "example"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".ci-ml-cache", "__pycache__"))
+    return dest
+
+
+@pytest.fixture
+def fast_example(example_project: Path) -> Path:
+    """The example with a short training run: for tests about plumbing, not accuracy."""
+    cfg = example_project / "ci-ml.yaml"
+    text = cfg.read_text().replace("epochs: 15", "epochs: 2")
+    text = text.replace("channels: [32, 64, 128]", "channels: [8, 16, 16]")
+    text = text.replace("accuracy: {min: 0.95}", "accuracy: {min: 0.5}")
+    text = text.replace("macro_f1: {min: 0.95}", "macro_f1: {min: 0.3}")
+    cfg.write_text(text)
+    return example_project
