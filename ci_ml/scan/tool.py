@@ -17,7 +17,13 @@ DEFAULT_TIMEOUT_S = 900.0
 
 
 def find_tool(name: str) -> str:
-    """The tool beside our own interpreter first (same venv), then PATH."""
+    """``CI_ML_TOOL_<NAME>`` if set, else the tool beside our interpreter (same venv), else PATH."""
+    override = os.environ.get(f"CI_ML_TOOL_{name.upper().replace('-', '_')}")
+    if override:
+        if not (Path(override).is_file() and os.access(override, os.X_OK)):
+            raise ScanError(f"{name}: CI_ML_TOOL_{name.upper().replace('-', '_')}={override} "
+                            "is not an executable file; the scan did not run")
+        return override
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
