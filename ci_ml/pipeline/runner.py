@@ -27,7 +27,6 @@ from ci_ml.pipeline.interface import (
     StepContext,
     StepFailed,
     StepInputs,
-    StepOutcome,
     StepStatus,
 )
 from ci_ml.pipeline.registry import STEPS, ordered_steps

@@ -104,6 +104,16 @@ def bad_enum(p: Path) -> list[str]:
     return []
 
 
+def unknown_model(p: Path) -> list[str]:
+    _set(p / "ci-ml.yaml", "  name: cnn ", "  name: resnet ")
+    return []
+
+
+def cnn_on_flat_data(p: Path) -> list[str]:
+    _set(p / "ci-ml.yaml", "input_shape: [1, 8, 8]", "input_shape: [64]")
+    return []
+
+
 def unknown_step(p: Path) -> list[str]:
     return ["--only", "deploy-to-mars"]
 
@@ -125,6 +135,8 @@ CASES: list[tuple[Mutator, str]] = [
     (list_config, "top level must be a mapping"),
     (shape_mismatch, "model.input_shape [1, 8, 9] holds 72 values, but the data has 64"),
     (bad_enum, "train.optimizer: expected one of adam, adamw, sgd, got 'adagrad'"),
+    (unknown_model, "model.name: unknown zoo model 'resnet'"),
+    (cnn_on_flat_data, "model.input_shape: model 'cnn' needs 3 dimensions"),
     (unknown_step, "unknown step 'deploy-to-mars'"),
 ]
 
