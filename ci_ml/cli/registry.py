@@ -169,7 +169,8 @@ def registry_history(stage: str | None, config_path: Path | None, out_dir: Path,
 
 @registry.command("keygen")
 @click.argument("path", type=click.Path(path_type=Path))
-def registry_keygen(path: Path) -> None:
+@common_options
+def registry_keygen(path: Path, config_path: Path | None, out_dir: Path, quiet: bool) -> None:
     """Write a new ed25519 signing key to PATH (mode 600) and its public key to PATH.pub."""
     public, keyid = generate_keypair(path)
     click.echo(f"wrote private key {path} (keep it secret) and public key {public}; "

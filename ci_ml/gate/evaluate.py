@@ -78,7 +78,6 @@ def _regression_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResul
     rules = []
     for bound in policy.regression:
         name = f"regression.{bound.metric}"
-        unit = " (relative)" if bound.relative else ""
         expected = {"direction": bound.direction.value, "tolerance": bound.tolerance,
                     "relative": bound.relative}
         value = _number(evidence.metrics.get(bound.metric))
@@ -103,11 +102,13 @@ def _regression_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResul
             worse = worse / abs(ref) if ref else (math.inf if worse > 0 else 0.0)
         ok = worse <= bound.tolerance + 1e-12
         verdict = "within" if ok else "exceeds"
+        share = f", {worse:.1%} worse" if bound.relative and worse > 0 else ""
+        tol = f"{bound.tolerance:.1%}" if bound.relative else f"{bound.tolerance:g}"
         rules.append(RuleResult(
             name, "regression", PASS if ok else BLOCK,
             f"{bound.metric} {value:.4f} vs {ref:.4f} in {policy.stage} v{base.version} "
-            f"({delta:+.4f}; {bound.direction.value} is better): {verdict} tolerance "
-            f"{bound.tolerance:g}{unit}",
+            f"({delta:+.4f}{share}; {bound.direction.value} is better): {verdict} tolerance "
+            f"{tol}",
             {"candidate": value, "baseline": ref, "delta": round(delta, 6),
              "regression": round(worse, 6) if math.isfinite(worse) else None,
              "baseline_version": base.version}, expected))
