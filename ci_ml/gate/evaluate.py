@@ -234,7 +234,7 @@ def _finding_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult
 def _waiver_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]:
     if not report.expired:
         return [RuleResult("waivers.expired", "waivers", PASS,
-                           "no expired waiver is the only cover of a finding", [], [])]
+                           "no expired waiver left a finding uncovered", [], [])]
     ids = [w.id for w in report.expired]
     listing = ", ".join(f"{w.id} (owner {w.owner}, expired {w.expires.isoformat()})"
                         for w in report.expired)

@@ -141,6 +141,9 @@ def findings_plot(decision: Decision, evidence: Evidence) -> str | None:
     if any(values):
         ax.barh(scanners, values, left=left, color="white", edgecolor="grey", hatch="//",
                 label="waived")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("findings")
     ax.set_title("Findings by scanner and severity")

@@ -7,6 +7,7 @@ every rule, folded.
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -51,23 +52,27 @@ def _metrics_section(decision: Decision, evidence: Evidence, policy: StagePolicy
     candidate = scalar_metrics(evidence.metrics)
     if not candidate:
         return ["### Metrics", "", "metrics.json is missing: no metrics to show.", ""]
-    prod = evidence.stage_models.get("production")
     rules = _thresholds(policy)
-    if prod is None:
-        lines = ["### Metrics", "", "No model in production yet, so no deltas.", "",
-                 "| metric | candidate | policy |", "|---|---:|---|"]
-        lines += [f"| {k} | {v:.4f} | {rules.get(k, '')} |" for k, v in candidate.items()]
-        return [*lines, ""]
-    base = scalar_metrics(prod.metrics)
-    lines = [f"### Metrics vs production (v{prod.version}, `{_short(prod.digest)}`)", "",
-             f"| metric | candidate | production v{prod.version} | delta | policy |",
-             "|---|---:|---:|---:|---|"]
+    # Deltas against production always; against the gated stage's model too when it differs.
+    refs = [m for m in (evidence.stage_models.get("production"), decision.baseline) if m]
+    refs = [m for i, m in enumerate(refs) if m.digest not in {r.digest for r in refs[:i]}]
+    if not refs:
+        title, note = "### Metrics", ["No model in production or staging yet, so no deltas.", ""]
+    else:
+        title = "### Metrics vs " + ", ".join(f"{m.stage} (v{m.version})" for m in refs)
+        note = [] if "production" in {m.stage for m in refs} else [
+            "No model in production yet.", ""]
+    head = "| metric | candidate | " + "".join(f"{m.stage} v{m.version} | delta | "
+                                               for m in refs) + "policy |"
+    lines = [title, "", *note, head, "|---|---:|" + "---:|---:|" * len(refs) + "---|"]
     for k, v in candidate.items():
-        ref = base.get(k)
-        delta = f"{v - ref:+.4f}" if ref is not None else "new"
-        ref_s = f"{ref:.4f}" if ref is not None else "-"
-        lines.append(f"| {k} | {v:.4f} | {ref_s} | {delta} | {rules.get(k, '')} |")
-    if decision.model_digest and decision.model_digest == prod.digest:
+        cells = ""
+        for m in refs:
+            ref = scalar_metrics(m.metrics).get(k)
+            cells += (f"{ref:.4f} | {v - ref:+.4f} | " if ref is not None else "- | new | ")
+        lines.append(f"| {k} | {v:.4f} | {cells}{rules.get(k, '')} |")
+    prod = evidence.stage_models.get("production")
+    if prod and decision.model_digest == prod.digest:
         lines += ["", "_The candidate is the model already in production._"]
     return [*lines, ""]
 
@@ -101,11 +106,15 @@ def _findings_section(decision: Decision, evidence: Evidence) -> list[str]:
     return [*lines, ""]
 
 
-def _waiver_line(w: Waiver) -> str:
+def _waiver_line(w: Waiver, today: datetime.date | None = None) -> str:
     scope = ", ".join(f"{k} `{v}`" for k, v in (("package", w.package), ("path", w.path),
                                                  ("image", w.image)) if v)
     where = f" ({scope})" if scope else ""
-    return (f"- `{w.id}`{where}: expires **{w.expires.isoformat()}**, owner {w.owner}: "
+    left = ""
+    if today is not None and w.expires >= today:
+        n = (w.expires - today).days
+        left = " (today)" if n == 0 else f" (in {n} day{'s' if n > 1 else ''})"
+    return (f"- `{w.id}`{where}: expires **{w.expires.isoformat()}**{left}, owner {w.owner}: "
             f"{_escape(w.reason)}")
 
 
@@ -121,7 +130,7 @@ def _waivers_section(decision: Decision) -> list[str]:
         lines.append("")
     if report.expiring_soon:
         lines.append("Expiring within 14 days:")
-        lines += [_waiver_line(w) for w in report.expiring_soon]
+        lines += [_waiver_line(w, decision.today) for w in report.expiring_soon]
         lines.append("")
     n_waivers = len({id(w) for _, w in report.suppressed})
     lines.append(f"{len(report.suppressed)} finding(s) waived by {n_waivers} waiver(s)"

@@ -8,6 +8,8 @@ restores data-check/train/prune from the copied cache instead of retraining.
 from __future__ import annotations
 
 import datetime
+import fcntl
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,19 @@ def train_project(dest: Path) -> Path:
     result = run_cli("run", "--config", dest / "ci-ml.yaml", "--out", dest / "out", "-q")
     assert result.code == 0, result.output
     return dest
+
+
+def shared_trained_project(base_temp: Path) -> Path:
+    """One trained project per test session, shared by every xdist worker (read-only: tests
+    clone it). The first worker to take the lock trains; the others wait and reuse it."""
+    root = base_temp.parent if os.environ.get("PYTEST_XDIST_WORKER") else base_temp
+    target = root / "gate-trained-example"
+    with open(root / "gate-trained-example.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "out" / "decision.json").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            train_project(target)
+    return target
 
 
 def clone(trained: Path, dest: Path) -> Path:

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.gate.trained import clone, train_project
+from tests.gate.trained import clone, shared_trained_project
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_project(tmp_path_factory.mktemp("trained") / "example")
+    return shared_trained_project(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
