@@ -1,22 +1,68 @@
-"""``evaluate(evidence, policy) -> Decision``: pure, no I/O, every rule explained."""
+"""``evaluate(evidence, policy) -> Decision``: pure, no I/O, every rule explained.
+
+Rules, in the order a reviewer reads them: the stage's prerequisite (production
+only for what passed staging), absolute metric thresholds, regression against
+the model now in the stage, latency/size limits from the prune report, data
+checks, required scans, finding budgets (overall and per scanner, after
+waivers), and expired waivers.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from ci_ml.gate.interface import Decision, Evidence, Outcome, RuleResult, StagePolicy
-from ci_ml.scan.interface import ScanStatus, Severity
+from ci_ml.gate.interface import (
+    LIMIT_PATHS,
+    Decision,
+    Direction,
+    Evidence,
+    Outcome,
+    RuleResult,
+    StagePolicy,
+)
+from ci_ml.scan.interface import Finding, ScanStatus, Severity
+from ci_ml.scan.waivers import WaiverReport, apply_waivers
 
 PASS, BLOCK = Outcome.PASS, Outcome.BLOCK
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _short(digest: str | None) -> str:
+    return digest.removeprefix("sha256:")[:12] if digest else "none"
+
+
+def _stage_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
+    prev = policy.previous_stage
+    if prev is None or not policy.require_previous_stage:
+        return []
+    name = f"stage.{prev}"
+    digest = evidence.model_digest
+    if digest is None:
+        return [RuleResult(name, "stage", BLOCK, f"no model files to check against {prev} "
+                           "(missing evidence)", None, f"passed {prev}")]
+    if digest in evidence.passed.get(prev, frozenset()):
+        return [RuleResult(name, "stage", PASS, f"model {_short(digest)} passed {prev} and "
+                           f"was promoted there", digest, f"passed {prev}")]
+    return [RuleResult(name, "stage", BLOCK, f"model {_short(digest)} has not passed {prev}: "
+                       f"promote it to {prev} through a passing gate first", digest,
+                       f"passed {prev}")]
 
 
 def _metric_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
     rules = []
     for bound in policy.metrics:
-        value = evidence.metrics.get(bound.metric)
+        value = _number(evidence.metrics.get(bound.metric))
         name = f"metric.{bound.metric}"
         expected = {k: v for k, v in (("min", bound.min), ("max", bound.max)) if v is not None}
-        if not isinstance(value, int | float):
+        if value is None:
             rules.append(RuleResult(name, "metric", BLOCK,
                                     f"{bound.metric} is missing from metrics.json", None, expected))
             continue
@@ -25,6 +71,89 @@ def _metric_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
         rules.append(RuleResult(name, "metric", PASS if ok else BLOCK,
                                 f"{bound.metric} = {value:.4f} (needs {rel})", value, expected))
     return rules
+
+
+def _regression_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
+    base = evidence.stage_models.get(policy.stage)
+    rules = []
+    for bound in policy.regression:
+        name = f"regression.{bound.metric}"
+        expected = {"direction": bound.direction.value, "tolerance": bound.tolerance,
+                    "relative": bound.relative}
+        value = _number(evidence.metrics.get(bound.metric))
+        if value is None:
+            rules.append(RuleResult(name, "regression", BLOCK, f"{bound.metric} is missing from "
+                                    "metrics.json", None, expected))
+            continue
+        if base is None:
+            rules.append(RuleResult(name, "regression", PASS, f"no model in {policy.stage} yet: "
+                                    f"nothing to regress against ({bound.metric} = {value:.4f})",
+                                    {"candidate": value, "baseline": None}, expected))
+            continue
+        ref = _number(base.metrics.get(bound.metric))
+        if ref is None:
+            rules.append(RuleResult(name, "regression", PASS, f"{policy.stage} v{base.version} "
+                                    f"has no {bound.metric}: nothing to compare",
+                                    {"candidate": value, "baseline": None}, expected))
+            continue
+        delta = value - ref
+        worse = -delta if bound.direction is Direction.HIGHER else delta
+        if bound.relative:
+            worse = worse / abs(ref) if ref else (math.inf if worse > 0 else 0.0)
+        ok = worse <= bound.tolerance + 1e-12
+        verdict = "within" if ok else "exceeds"
+        share = f", {worse:.1%} worse" if bound.relative and worse > 0 else ""
+        tol = f"{bound.tolerance:.1%}" if bound.relative else f"{bound.tolerance:g}"
+        rules.append(RuleResult(
+            name, "regression", PASS if ok else BLOCK,
+            f"{bound.metric} {value:.4f} vs {ref:.4f} in {policy.stage} v{base.version} "
+            f"({delta:+.4f}{share}; {bound.direction.value} is better): {verdict} tolerance "
+            f"{tol}",
+            {"candidate": value, "baseline": ref, "delta": round(delta, 6),
+             "regression": round(worse, 6) if math.isfinite(worse) else None,
+             "baseline_version": base.version}, expected))
+    return rules
+
+
+def _lookup(report: Mapping[str, Any] | None, path: tuple[str, ...]) -> float | None:
+    node: Any = report
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return _number(node)
+
+
+def _limit_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
+    rules = []
+    for key, limit in policy.limits.items():
+        path = LIMIT_PATHS[key]
+        value = _lookup(evidence.prune_report, path)
+        name = f"limit.{key}"
+        if value is None:
+            where = ("prune-report.json is missing" if evidence.prune_report is None
+                     else f"prune-report.json has no {'.'.join(path)}")
+            rules.append(RuleResult(name, "limit", BLOCK, f"missing evidence: {where} "
+                                    f"(limit {key} <= {limit:g})", None, {"max": limit}))
+            continue
+        ok = value <= limit
+        rules.append(RuleResult(name, "limit", PASS if ok else BLOCK,
+                                f"{key} = {value:g} (limit {limit:g})", value, {"max": limit}))
+    return rules
+
+
+def _data_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
+    report = evidence.data_report
+    if report is None:
+        outcome = BLOCK if policy.data_check_required else PASS
+        return [RuleResult("data.checks", "data", outcome, "data check did not run", None, True)]
+    failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
+    if not failed:
+        return [RuleResult("data.checks", "data", PASS,
+                           f"all {len(report.get('checks', []))} data checks passed", True, True)]
+    outcome = BLOCK if policy.data_check_required else PASS
+    return [RuleResult("data.checks", "data", outcome,
+                       f"data checks failed: {', '.join(failed)}", failed, True)]
 
 
 def _scan_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
@@ -50,40 +179,86 @@ def _scan_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
     return rules
 
 
-def _finding_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
-    counts: Counter[Severity] = Counter()
-    for result in evidence.scans.values():
-        counts.update(f.severity for f in result.findings)
+def _bands(budgets: Mapping[Severity, int]) -> list[tuple[Severity, tuple[Severity, ...]]]:
+    """Each budgeted severity with the severities it covers: itself and every worse one
+    that has no budget of its own (a high finding never slips past a medium budget)."""
+    budgeted = sorted(budgets, reverse=True)
+    out = []
+    for i, sev in enumerate(budgeted):
+        ceiling = budgeted[i - 1] if i else None
+        band = tuple(s for s in sorted(Severity, reverse=True)
+                     if s >= sev and (ceiling is None or s < ceiling))
+        out.append((sev, band))
+    return out
+
+
+def _budget_rules(prefix: str, scope: str, budgets: Mapping[Severity, int],
+                  kept: Counter[Severity], waived: Counter[Severity]) -> list[RuleResult]:
     rules = []
-    for severity in sorted(policy.findings, reverse=True):
-        budget = policy.findings[severity]
-        # A budget for a severity covers everything at least that bad not budgeted separately.
-        n = counts[severity]
+    for sev, band in _bands(budgets):
+        budget = budgets[sev]
+        n = sum(kept[s] for s in band)
+        w = sum(waived[s] for s in band)
+        label = " or ".join(s.label for s in band)
         ok = n <= budget
-        rules.append(RuleResult(f"findings.{severity.label}", "findings", PASS if ok else BLOCK,
-                                f"{n} {severity.label} finding(s) (budget {budget})", n, budget))
+        note = f", {w} more waived" if w else ""
+        rules.append(RuleResult(f"{prefix}.{sev.label}", "findings", PASS if ok else BLOCK,
+                                f"{n} {label} finding(s){scope} (budget {budget}{note})",
+                                {"count": n, "waived": w, "severities": [s.label for s in band]},
+                                budget))
     return rules
 
 
-def _data_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
-    report = evidence.data_report
-    if report is None:
-        outcome = BLOCK if policy.data_check_required else PASS
-        return [RuleResult("data.checks", "data", outcome, "data check did not run", None, True)]
-    failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
-    if not failed:
-        return [RuleResult("data.checks", "data", PASS,
-                           f"all {len(report.get('checks', []))} data checks passed", True, True)]
-    outcome = BLOCK if policy.data_check_required else PASS
-    return [RuleResult("data.checks", "data", outcome,
-                       f"data checks failed: {', '.join(failed)}", failed, True)]
+def _count(findings: Iterable[Finding]) -> dict[str, Counter[Severity]]:
+    per: dict[str, Counter[Severity]] = {}
+    for f in findings:
+        c = per.get(f.scanner)
+        if c is None:
+            c = per[f.scanner] = Counter()
+        c[f.severity] += 1
+    return per
+
+
+def _finding_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]:
+    kept = _count(report.kept)
+    waived = _count(f for f, _ in report.suppressed)
+    total_kept: Counter[Severity] = sum(kept.values(), Counter())
+    total_waived: Counter[Severity] = sum(waived.values(), Counter())
+    rules = _budget_rules("findings", "", policy.findings, total_kept, total_waived)
+    for scanner, budgets in policy.scanner_budgets.items():
+        rules += _budget_rules(f"findings.{scanner}", f" from {scanner}", budgets,
+                               kept.get(scanner, Counter()), waived.get(scanner, Counter()))
+    return rules
+
+
+def _waiver_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]:
+    if not report.expired:
+        return [RuleResult("waivers.expired", "waivers", PASS,
+                           "no expired waiver left a finding uncovered", [], [])]
+    ids = [w.id for w in report.expired]
+    listing = ", ".join(f"{w.id} (owner {w.owner}, expired {w.expires.isoformat()})"
+                        for w in report.expired)
+    outcome = BLOCK if policy.expired_waivers_block else PASS
+    tail = "" if policy.expired_waivers_block else " (policy: warn only)"
+    return [RuleResult("waivers.expired", "waivers", outcome,
+                       f"expired waiver(s) no longer cover their findings: {listing}; renew "
+                       f"or fix{tail}", ids, [])]
 
 
 def evaluate(evidence: Evidence, policy: StagePolicy) -> Decision:
+    findings = [f for r in evidence.scans.values() for f in r.findings]
+    report = apply_waivers(findings, evidence.waivers, evidence.today)
     rules = (
-        _metric_rules(evidence, policy)
+        _stage_rules(evidence, policy)
+        + _metric_rules(evidence, policy)
+        + _regression_rules(evidence, policy)
+        + _limit_rules(evidence, policy)
         + _data_rules(evidence, policy)
         + _scan_rules(evidence, policy)
-        + _finding_rules(evidence, policy)
+        + _finding_rules(report, policy)
+        + _waiver_rules(report, policy)
     )
-    return Decision(policy.stage, tuple(rules))
+    return Decision(policy.stage, tuple(rules), model_digest=evidence.model_digest,
+                    policy_digest=policy.digest,
+                    baseline=evidence.stage_models.get(policy.stage), waivers=report,
+                    today=evidence.today)

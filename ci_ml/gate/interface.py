@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ci_ml.fsutil import hash_json
 from ci_ml.scan.interface import ScanResult, Severity
+from ci_ml.scan.waivers import Waiver, WaiverReport
 
 
 class Outcome(enum.Enum):
     PASS = "pass"  # noqa: S105 - an outcome, not a password
     BLOCK = "block"
+
+
+class Direction(enum.Enum):
+    HIGHER = "higher"   # higher is better (accuracy, f1)
+    LOWER = "lower"     # lower is better (loss, error rate)
 
 
 @dataclass(frozen=True)
@@ -23,36 +31,105 @@ class MetricBound:
 
 
 @dataclass(frozen=True)
+class RegressionBound:
+    """How much worse than the model now in the stage a metric may be."""
+
+    metric: str
+    direction: Direction = Direction.HIGHER
+    tolerance: float = 0.0
+    relative: bool = False   # tolerance as a fraction of the baseline's value
+
+
+# Limits read from prune-report.json: policy key -> path of keys in the report.
+LIMIT_PATHS: Mapping[str, tuple[str, ...]] = {
+    "latency_ms_b1": ("pruned", "latency_ms", "b1"),
+    "latency_ms_b256": ("pruned", "latency_ms", "b256"),
+    "onnx_bytes": ("pruned", "onnx_bytes"),
+    "accuracy_drop": ("accuracy_drop",),
+}
+
+
+def policy_digest(section: Mapping[str, Any]) -> str:
+    """The hash of a stage's policy (defaults filled in): recorded by the gate and promote."""
+    return "sha256:" + hash_json(dict(section))
+
+
+def _budgets(raw: Mapping[str, Any]) -> dict[Severity, int]:
+    return {Severity.parse(k): int(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
 class StagePolicy:
     stage: str
     metrics: tuple[MetricBound, ...] = ()
+    regression: tuple[RegressionBound, ...] = ()
     findings: Mapping[Severity, int] = field(default_factory=dict)
+    scanner_budgets: Mapping[str, Mapping[Severity, int]] = field(default_factory=dict)
     required_scans: tuple[str, ...] = ()
     data_check_required: bool = True
+    limits: Mapping[str, float] = field(default_factory=dict)
+    expired_waivers_block: bool = True
+    require_previous_stage: bool = True
+    previous_stage: str | None = None
+    digest: str = ""
 
     @classmethod
     def from_config(cls, stage: str, section: Mapping[str, Any]) -> StagePolicy:
+        previous = {"production": "staging"}.get(stage)
         return cls(
             stage=stage,
             metrics=tuple(MetricBound(name, b.get("min"), b.get("max"))
                           for name, b in sorted(section.get("metrics", {}).items())),
-            findings={Severity.parse(k): int(v) for k, v in section.get("findings", {}).items()},
+            regression=tuple(
+                RegressionBound(name, Direction(r.get("direction", "higher")),
+                                float(r.get("tolerance", 0.0)), bool(r.get("relative", False)))
+                for name, r in sorted(section.get("regression", {}).items())),
+            findings=_budgets(section.get("findings", {})),
+            scanner_budgets={name: _budgets(b)
+                             for name, b in sorted(section.get("scanners", {}).items())},
             required_scans=tuple(section.get("required_scans", ())),
             data_check_required=section.get("data_check", "required") == "required",
+            limits={k: float(v) for k, v in sorted(section.get("limits", {}).items())
+                    if v is not None},
+            expired_waivers_block=section.get("expired_waivers", "block") == "block",
+            require_previous_stage=bool(section.get("require_previous_stage", True)),
+            previous_stage=previous,
+            digest=policy_digest(section),
         )
 
 
 @dataclass(frozen=True)
+class StageModel:
+    """The model a stage holds now, as the registry recorded it."""
+
+    stage: str
+    version: int
+    digest: str
+    metrics: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Evidence:
+    """Everything the gate weighs, gathered by the step; ``evaluate`` does no I/O."""
+
     metrics: Mapping[str, Any]
     data_report: Mapping[str, Any] | None
     scans: Mapping[str, ScanResult]
+    waivers: tuple[Waiver, ...] = ()
+    today: datetime.date = field(default_factory=datetime.date.today)
+    model_digest: str | None = None
+    # The model each stage holds now (for regressions and the summary's deltas).
+    stage_models: Mapping[str, StageModel] = field(default_factory=dict)
+    # Per stage, the model digests it holds through a gated promotion (not forced, not
+    # rolled back): production admits only what passed staging.
+    passed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    prune_report: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class RuleResult:
     rule: str
-    category: str          # metric, findings, scan, data
+    category: str          # stage, metric, regression, limit, data, scan, findings, waivers
     outcome: Outcome
     message: str
     observed: Any = None
@@ -67,6 +144,11 @@ class RuleResult:
 class Decision:
     stage: str
     rules: tuple[RuleResult, ...]
+    model_digest: str | None = None
+    policy_digest: str = ""
+    baseline: StageModel | None = None
+    waivers: WaiverReport | None = None
+    today: datetime.date | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -81,7 +163,33 @@ class Decision:
     def blocking(self) -> tuple[RuleResult, ...]:
         return tuple(r for r in self.rules if r.outcome is Outcome.BLOCK)
 
+    def waivers_json(self) -> dict[str, Any]:
+        report = self.waivers
+        if report is None:
+            return {"applied": [], "expired": [], "expiring_soon": [], "stale": [],
+                    "suppressed_findings": 0}
+        uses: dict[int, tuple[Waiver, int]] = {}
+        for _, w in report.suppressed:
+            uses[id(w)] = (w, uses.get(id(w), (w, 0))[1] + 1)
+        return {
+            "applied": [{**w.to_json(), "findings": n} for w, n in uses.values()],
+            "expired": [w.to_json() for w in report.expired],
+            "expiring_soon": [w.to_json() for w in report.expiring_soon],
+            "stale": [w.to_json() for w in report.stale],
+            "suppressed_findings": len(report.suppressed),
+        }
+
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "decision": self.outcome.value,
-                "blocking": [r.rule for r in self.blocking],
-                "rules": [r.to_json() for r in self.rules]}
+        base = self.baseline
+        return {
+            "stage": self.stage,
+            "decision": self.outcome.value,
+            "blocking": [r.rule for r in self.blocking],
+            "model": {"digest": self.model_digest},
+            "policy_sha256": self.policy_digest,
+            "evaluated_on": self.today.isoformat() if self.today else None,
+            "baseline": ({"stage": base.stage, "version": base.version, "digest": base.digest}
+                         if base else None),
+            "waivers": self.waivers_json(),
+            "rules": [r.to_json() for r in self.rules],
+        }

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ci_ml.scan.interface import ScanResult, Severity
+from ci_ml.scan.interface import Finding, ScanResult, Severity
+from ci_ml.scan.waivers import WaiverReport
 
 
-def severity_counts(scans: Mapping[str, ScanResult]) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    for result in scans.values():
-        counts.update(f.severity.label for f in result.findings)
+def _counts(findings: Iterable[Finding]) -> dict[str, int]:
+    counts: Counter[str] = Counter(f.severity.label for f in findings)
     return {s.label: counts.get(s.label, 0) for s in sorted(Severity, reverse=True)}
 
 
-def findings_document(scans: Mapping[str, ScanResult]) -> dict[str, Any]:
-    findings = [f.to_json() for name in sorted(scans) for f in scans[name].findings]
+def severity_counts(scans: Mapping[str, ScanResult]) -> dict[str, int]:
+    return _counts(f for result in scans.values() for f in result.findings)
+
+
+def findings_document(scans: Mapping[str, ScanResult],
+                      waivers: WaiverReport | None = None) -> dict[str, Any]:
+    """``counts`` is every finding; ``counts_after_waivers`` what the budgets weigh. A waived
+    finding carries ``waived_by`` (the waiver's id)."""
+    waived_by = {id(f): w.id for f, w in waivers.suppressed} if waivers else {}
+    findings = []
+    for name in sorted(scans):
+        for f in scans[name].findings:
+            doc = f.to_json()
+            if id(f) in waived_by:
+                doc["waived_by"] = waived_by[id(f)]
+            findings.append(doc)
+    kept = waivers.kept if waivers else [f for r in scans.values() for f in r.findings]
     return {
         "scans": {
             name: {"status": r.status.value, "tool": r.tool, "tool_version": r.tool_version,
@@ -25,5 +39,7 @@ def findings_document(scans: Mapping[str, ScanResult]) -> dict[str, Any]:
             for name, r in sorted(scans.items())
         },
         "counts": severity_counts(scans),
+        "counts_after_waivers": _counts(kept),
+        "waived": len(waived_by),
         "findings": findings,
     }

@@ -1,42 +1,199 @@
-"""summary.md: the pull-request comment / job summary. The verdict comes first."""
+"""summary.md: the pull-request comment / job summary, readable in ten seconds.
+
+Order: the verdict and what blocks; metric deltas against production; findings by
+severity and scanner; waivers expiring soon (or expired); the prune trade-off; then
+every rule, folded.
+"""
 
 from __future__ import annotations
 
+import datetime
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from ci_ml.gate.interface import Decision, Outcome
-from ci_ml.report.findings import severity_counts
-from ci_ml.scan.interface import ScanResult, ScanStatus
+from ci_ml.gate.interface import Decision, Evidence, Outcome, StagePolicy
+from ci_ml.scan.interface import ScanStatus, Severity
+from ci_ml.scan.waivers import Waiver
+
+SHOWN_SEVERITIES = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW,
+                    Severity.INFO)
+HIDDEN_METRICS = frozenset({"samples"})
 
 
 def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_summary(decision: Decision, metrics: Mapping[str, Any],
-                   scans: Mapping[str, ScanResult]) -> str:
-    icon = "PASS" if decision.outcome is Outcome.PASS else "BLOCKED"
-    lines = [f"## ci-ml gate: {icon} for {decision.stage}", ""]
+def _short(digest: str | None) -> str:
+    return digest.removeprefix("sha256:")[:12] if digest else "none"
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in HIDDEN_METRICS}
+
+
+def _thresholds(policy: StagePolicy) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    for b in policy.metrics:
+        if b.min is not None:
+            out.setdefault(b.metric, []).append(f">= {b.min:g}")
+        if b.max is not None:
+            out.setdefault(b.metric, []).append(f"<= {b.max:g}")
+    for r in policy.regression:
+        unit = "%" if r.relative else ""
+        tol = r.tolerance * 100 if r.relative else r.tolerance
+        out.setdefault(r.metric, []).append(f"no worse than {policy.stage} by > {tol:g}{unit}")
+    return {k: ", ".join(v) for k, v in out.items()}
+
+
+def _metrics_section(decision: Decision, evidence: Evidence, policy: StagePolicy) -> list[str]:
+    candidate = scalar_metrics(evidence.metrics)
+    if not candidate:
+        return ["### Metrics", "", "metrics.json is missing: no metrics to show.", ""]
+    rules = _thresholds(policy)
+    # Deltas against production always; against the gated stage's model too when it differs.
+    refs = [m for m in (evidence.stage_models.get("production"), decision.baseline) if m]
+    refs = [m for i, m in enumerate(refs) if m.digest not in {r.digest for r in refs[:i]}]
+    if not refs:
+        title, note = "### Metrics", ["No model in production or staging yet, so no deltas.", ""]
+    else:
+        title = "### Metrics vs " + ", ".join(f"{m.stage} (v{m.version})" for m in refs)
+        note = [] if "production" in {m.stage for m in refs} else [
+            "No model in production yet.", ""]
+    head = "| metric | candidate | " + "".join(f"{m.stage} v{m.version} | delta | "
+                                               for m in refs) + "policy |"
+    lines = [title, "", *note, head, "|---|---:|" + "---:|---:|" * len(refs) + "---|"]
+    for k, v in candidate.items():
+        cells = ""
+        for m in refs:
+            ref = scalar_metrics(m.metrics).get(k)
+            cells += (f"{ref:.4f} | {v - ref:+.4f} | " if ref is not None else "- | new | ")
+        lines.append(f"| {k} | {v:.4f} | {cells}{rules.get(k, '')} |")
+    prod = evidence.stage_models.get("production")
+    if prod and decision.model_digest == prod.digest:
+        lines += ["", "_The candidate is the model already in production._"]
+    return [*lines, ""]
+
+
+def _findings_section(decision: Decision, evidence: Evidence) -> list[str]:
+    kept: dict[str, Counter[Severity]] = {}
+    waived: Counter[str] = Counter()
+    if decision.waivers is not None:
+        for f in decision.waivers.kept:
+            kept.setdefault(f.scanner, Counter())[f.severity] += 1
+        waived.update(f.scanner for f, _ in decision.waivers.suppressed)
+    shown = list(SHOWN_SEVERITIES)
+    if any(c[Severity.UNKNOWN] for c in kept.values()):
+        shown.append(Severity.UNKNOWN)
+    if not evidence.scans:
+        return ["### Findings", "", "No scan ran.", ""]
+    lines = ["### Findings (after waivers)", "",
+             "| scanner | status | " + " | ".join(s.label for s in shown) + " | waived |",
+             "|---|---|" + "---:|" * (len(shown) + 1)]
+    total: Counter[Severity] = Counter()
+    for name, result in sorted(evidence.scans.items()):
+        per = kept.get(name, Counter())
+        total.update(per)
+        status = ("ok" if result.status is ScanStatus.OK
+                  else f"**did not run**: {_escape(result.error or '')}")
+        cells = " | ".join(str(per[s]) for s in shown)
+        lines.append(f"| {name} | {status} | {cells} | {waived[name]} |")
+    if len(evidence.scans) > 1:
+        cells = " | ".join(f"**{total[s]}**" for s in shown)
+        lines.append(f"| **total** | | {cells} | **{sum(waived.values())}** |")
+    return [*lines, ""]
+
+
+def _waiver_line(w: Waiver, today: datetime.date | None = None) -> str:
+    scope = ", ".join(f"{k} `{v}`" for k, v in (("package", w.package), ("path", w.path),
+                                                 ("image", w.image)) if v)
+    where = f" ({scope})" if scope else ""
+    left = ""
+    if today is not None and w.expires >= today:
+        n = (w.expires - today).days
+        left = " (today)" if n == 0 else f" (in {n} day{'s' if n > 1 else ''})"
+    return (f"- `{w.id}`{where}: expires **{w.expires.isoformat()}**{left}, owner {w.owner}: "
+            f"{_escape(w.reason)}")
+
+
+def _waivers_section(decision: Decision) -> list[str]:
+    report = decision.waivers
+    if report is None or not (report.suppressed or report.expired or report.expiring_soon
+                              or report.stale):
+        return []
+    lines = ["### Waivers", ""]
+    if report.expired:
+        lines.append("Expired (the findings they covered count again):")
+        lines += [_waiver_line(w) for w in report.expired]
+        lines.append("")
+    if report.expiring_soon:
+        lines.append("Expiring within 14 days:")
+        lines += [_waiver_line(w, decision.today) for w in report.expiring_soon]
+        lines.append("")
+    n_waivers = len({id(w) for _, w in report.suppressed})
+    lines.append(f"{len(report.suppressed)} finding(s) waived by {n_waivers} waiver(s)"
+                 + (f"; {len(report.stale)} waiver(s) match nothing and can go"
+                    if report.stale else "") + ".")
+    return [*lines, ""]
+
+
+def _prune_section(evidence: Evidence) -> list[str]:
+    report = evidence.prune_report
+    base, pruned = (report or {}).get("base"), (report or {}).get("pruned")
+    if not isinstance(base, Mapping) or not isinstance(pruned, Mapping):
+        return []
+    rows = []
+    for label, path in (("latency, batch 1 (ms)", ("latency_ms", "b1")),
+                        ("latency, batch 256 (ms)", ("latency_ms", "b256")),
+                        ("ONNX size (bytes)", ("onnx_bytes",))):
+        b, p = _dig(base, path), _dig(pruned, path)
+        if b is None or p is None:
+            continue
+        ratio = f"{b / p:.2f}x" if p else "-"
+        rows.append(f"| {label} | {b:g} | {p:g} | {ratio} |")
+    if not rows:
+        return []
+    drop = report.get("accuracy_drop") if report else None
+    tail = [f"Accuracy drop from pruning: {drop:g} points.", ""] if isinstance(
+        drop, int | float) else []
+    return ["### Pruning", "", "| | base | pruned | gain |", "|---|---:|---:|---:|", *rows, "",
+            *tail]
+
+
+def _dig(node: Any, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def render_summary(decision: Decision, evidence: Evidence, policy: StagePolicy) -> str:
+    passed = decision.outcome is Outcome.PASS
+    verdict = "✅ PASS" if passed else "⛔ BLOCKED"
+    lines = [f"## ci-ml gate: {verdict} for {decision.stage}", ""]
+    facts = [f"model `{_short(decision.model_digest)}`"]
+    if decision.baseline:
+        facts.append(f"{decision.stage} now holds v{decision.baseline.version} "
+                     f"`{_short(decision.baseline.digest)}`")
+    else:
+        facts.append(f"{decision.stage} is empty")
+    facts.append(f"{len(decision.rules)} rules, {len(decision.blocking)} blocking")
+    lines += [" · ".join(facts), ""]
     if decision.blocking:
-        lines.append("Blocking:")
-        lines += [f"- {_escape(r.message)}" for r in decision.blocking]
+        lines.append(f"**Blocking ({len(decision.blocking)}):**")
+        lines += [f"- `{r.rule}`: {_escape(r.message)}" for r in decision.blocking]
         lines.append("")
-    model_metrics = [(k, v) for k, v in metrics.items() if isinstance(v, int | float)
-                     and k not in ("samples",)]
-    if model_metrics:
-        lines += ["### Model", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in model_metrics]
-        lines.append("")
-    counts = severity_counts(scans)
-    lines += ["### Findings", "", "| scanner | status | " + " | ".join(counts) + " |",
-              "|---|---|" + "---|" * len(counts)]
-    for name, result in sorted(scans.items()):
-        per = {s: 0 for s in counts}
-        for f in result.findings:
-            per[f.severity.label] += 1
-        status = "ok" if result.status is ScanStatus.OK else "**did not run**"
-        lines.append(f"| {name} | {status} | " + " | ".join(str(per[s]) for s in counts) + " |")
-    lines += ["", "### Rules", "", "| rule | outcome | detail |", "|---|---|---|"]
-    lines += [f"| {r.rule} | {r.outcome.value} | {_escape(r.message)} |" for r in decision.rules]
+    lines += _metrics_section(decision, evidence, policy)
+    lines += _findings_section(decision, evidence)
+    lines += _waivers_section(decision)
+    lines += _prune_section(evidence)
+    lines += [f"<details><summary>All {len(decision.rules)} rules (policy "
+              f"<code>{_short(decision.policy_digest)}</code>)</summary>", "",
+              "| rule | outcome | detail |", "|---|---|---|"]
+    lines += [f"| `{r.rule}` | {'pass' if r.outcome is Outcome.PASS else '**block**'} | "
+              f"{_escape(r.message)} |" for r in decision.rules]
+    lines += ["", "</details>"]
     return "\n".join(lines) + "\n"

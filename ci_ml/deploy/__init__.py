@@ -1,0 +1,1 @@
+"""Deployment: Kubernetes manifests (stable + canary) rendered from templates and validated."""

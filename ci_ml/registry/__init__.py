@@ -1,0 +1,1 @@
+"""The model registry: content-addressed versions, stages with history, attested promotions."""
