@@ -9,8 +9,10 @@ import click
 from ci_ml.cli.common import common_options
 from ci_ml.config import load_config
 from ci_ml.fsutil import atomic_write_json
-from ci_ml.model.evaluate import EVALUATION, evaluate_path
 from ci_ml.pipeline.runner import check_out_dir
+
+# ci_ml.model.evaluate imports torch: only when the command runs, not for `ci-ml --help`.
+EVALUATION = "evaluation.json"
 
 
 @click.command()
@@ -25,6 +27,8 @@ def evaluate(model_path: Path, output: Path | None, config_path: Path | None, ou
 
     Pickle-based checkpoints (torch.save, .pt/.pth/.pkl) are refused: loading them can run code.
     """
+    from ci_ml.model.evaluate import evaluate_path
+
     config = load_config(config_path)
     target = output if output is not None else out_dir / EVALUATION
     check_out_dir(target.parent)

@@ -18,6 +18,7 @@ them (see docs/train.md): ``--config ci-ml.yaml --out DIR`` instead of ``--job``
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,7 +165,8 @@ def train_rank(config: Config, out_dir: Path, exclude: Sequence[Path]) -> None:
     group = GlooGroup()
     bundle = load_data(config)
     spec = model_spec(config, bundle.input_shape, len(bundle.classes))
-    settings = TrainSettings.from_config(config.section("train"))
+    # The world size is what torchrun started (several nodes: more than train.nproc).
+    settings = replace(TrainSettings.from_config(config.section("train")), nproc=group.world)
     settings.check()
     generator = make_deterministic(settings.seed, settings.threads)
     model = build_model(spec, config.root)  # same seed: the same initial weights on every rank
@@ -171,7 +174,11 @@ def train_rank(config: Config, out_dir: Path, exclude: Sequence[Path]) -> None:
     train_split, val_split, test_split = prepare(bundle, settings)
     check_fits(model, train_split.x, spec)
     # No per-forward buffer broadcast: the loop averages batch-norm buffers once an epoch.
-    ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    # (torch 2.13 renamed broadcast_buffers to forward_sync_buffers; older ones lack it.)
+    renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    sync_off: dict[str, Any] = ({"forward_sync_buffers": False} if renamed
+                                else {"broadcast_buffers": False})
+    ddp = DistributedDataParallel(model, **sync_off)
 
     def report(epoch: int, total: int, text: str) -> None:
         print(f"epoch {epoch}/{total} {text}", flush=True)
