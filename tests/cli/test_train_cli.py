@@ -205,3 +205,16 @@ def test_nproc_in_config_is_schema_checked(fast_example: Path, tmp_path: Path) -
     assert r.code == 2
     assert _error_lines(r.stderr) == [f"error: {fast_example / 'ci-ml.yaml'}: train.nproc: "
                                       "must be >= 1, got 0"]
+
+
+def test_early_stopping_without_a_validation_split_exits_2(fast_example: Path,
+                                                           tmp_path: Path) -> None:
+    _edit(fast_example / "ci-ml.yaml", "validation_fraction: 0.1",
+          "validation_fraction: 0.0\n  early_stopping: {patience: 2}")
+    out = tmp_path / "out"
+    r = run_cli("train", "--config", fast_example / "ci-ml.yaml", "--out", out)
+    assert r.code == 2, r.output
+    assert _error_lines(r.stderr) == [
+        "error: train.early_stopping needs train.validation_fraction > 0 (stopping on the test "
+        "set would leak it into training)"]
+    assert not out.exists()
