@@ -13,13 +13,16 @@ from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.model import plots
 from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
 from ci_ml.model.run_manifest import build_manifest
-from ci_ml.model.steps import HISTORY, METRICS, MODEL_DIR, user_code_files
+from ci_ml.model.steps import (
+    CONFUSION_PNG,
+    CURVE_PNG,
+    HISTORY,
+    METRICS,
+    MODEL_DIR,
+    RUN_MANIFEST,
+    user_code_files,
+)
 from ci_ml.model.train import TrainResult, TrainSettings
-
-RUN_MANIFEST = "train-run.json"
-CURVE_PNG = "plots/training-curve.png"
-CONFUSION_PNG = "plots/confusion-matrix.png"
-TRAIN_OUTPUTS = (MODEL_DIR, METRICS, HISTORY, RUN_MANIFEST, CURVE_PNG, CONFUSION_PNG)
 
 
 def write_train_outputs(output: Callable[[str], Path], config: Config, bundle: DataBundle,

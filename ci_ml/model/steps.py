@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 MODEL_DIR = "model"
 METRICS = "metrics.json"
 HISTORY = "train-history.json"
+RUN_MANIFEST = "train-run.json"
+CURVE_PNG = "plots/training-curve.png"
+CONFUSION_PNG = "plots/confusion-matrix.png"
+TRAIN_OUTPUTS = (MODEL_DIR, METRICS, HISTORY, RUN_MANIFEST, CURVE_PNG, CONFUSION_PNG)
 
 
 def model_spec(config: Config, input_shape: tuple[int, ...], num_classes: int) -> ModelSpec:
@@ -83,8 +87,6 @@ class TrainStep(Step):
         )
 
     def outputs(self, config: Config) -> tuple[str, ...]:
-        from ci_ml.model.outputs import TRAIN_OUTPUTS
-
         return TRAIN_OUTPUTS
 
     def run(self, ctx: StepContext) -> StepOutcome:
