@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ci_ml.cli.common import STAGES, common_options, run_steps
+from ci_ml.cli.common import STAGES, common_options, print_run, run_steps
+from ci_ml.config import Config, load_config
+from ci_ml.console import Reporter
+from ci_ml.pipeline.runner import run_pipeline
 
 
 @click.command()
@@ -35,10 +40,29 @@ def data_check(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
 
 
 @click.command()
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train on N processes with PyTorch DDP (gloo) via torchrun "
+                   "[default: train.nproc, 1].")
+@click.option("--force", is_flag=True, help="Ignore the step cache and train again.")
 @common_options
-def train(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
-    """Train the model from the config; writes model/, metrics.json."""
-    run_steps(config_path, out_dir, quiet, ["train"])
+def train(nproc: int | None, force: bool, config_path: Path | None, out_dir: Path,
+          quiet: bool) -> None:
+    """Train the model from the config; writes model/, metrics.json, train-history.json,
+    train-run.json and plots/."""
+    config = load_config(config_path)
+    if nproc is not None:
+        config = with_train_nproc(config, nproc)
+    result = run_pipeline(config, out_dir, only=["train"], force=force,
+                          reporter=Reporter(quiet=quiet))
+    print_run(result)
+    sys.exit(result.exit_code)
+
+
+def with_train_nproc(config: Config, nproc: int) -> Config:
+    """The config with ``train.nproc`` overridden (it is part of the train step's cache key)."""
+    data = dict(config.data)
+    data["train"] = {**config.section("train"), "nproc": nproc}
+    return replace(config, data=data)
 
 
 @click.command()

@@ -22,6 +22,10 @@ MODEL_DIR = "model"
 ZOO_INPUT_RANKS: dict[str, int | None] = {"mlp": None, "cnn": 3}
 METRICS = "metrics.json"
 HISTORY = "train-history.json"
+RUN_MANIFEST = "train-run.json"
+CURVE_PNG = "plots/training-curve.png"
+CONFUSION_PNG = "plots/confusion-matrix.png"
+TRAIN_OUTPUTS = (MODEL_DIR, METRICS, HISTORY, RUN_MANIFEST, CURVE_PNG, CONFUSION_PNG)
 
 
 def model_spec(config: Config, input_shape: tuple[int, ...], num_classes: int) -> ModelSpec:
@@ -60,60 +64,73 @@ class TrainStep(Step):
     name = "train"
     title = "reproducible PyTorch training"
     after = ("data-check",)
+    # 2: train-run.json and plots/ joined the outputs; old entries lack them.
+    version = "2"
 
     def preflight(self, config: Config) -> None:
-        bundle = load_data(config)
         name = str(config.section("model")["name"])
-        if ":" in name:
-            # A user's factory can only be checked by building it (this imports torch).
-            from ci_ml.model.zoo import build_model
+        bundle = load_data(config)
+        # Cheap, torch-free checks first: they give the clearest messages.
+        if ":" not in name:
+            if name not in ZOO_INPUT_RANKS:
+                raise ConfigError(f"model.name: unknown zoo model {name!r} (zoo: "
+                                  f"{', '.join(ZOO_INPUT_RANKS)}; or use 'package.module:factory')")
+            rank = ZOO_INPUT_RANKS[name]
+            if rank not in (None, len(bundle.input_shape)):
+                raise ConfigError(f"model.input_shape: model {name!r} needs {rank} dimensions "
+                                  f"[channels, height, width], got {list(bundle.input_shape)}")
 
-            build_model(model_spec(config, bundle.input_shape, len(bundle.classes)), config.root)
-        elif name not in ZOO_INPUT_RANKS:
-            raise ConfigError(f"model.name: unknown zoo model {name!r} (zoo: "
-                              f"{', '.join(ZOO_INPUT_RANKS)}; or use 'package.module:factory')")
-        elif ZOO_INPUT_RANKS[name] not in (None, len(bundle.input_shape)):
-            raise ConfigError(f"model.input_shape: model {name!r} needs "
-                              f"{ZOO_INPUT_RANKS[name]} dimensions [channels, height, width], "
-                              f"got {list(bundle.input_shape)}")
+        from ci_ml.model.train import TrainSettings, check_fits, make_deterministic
+        from ci_ml.model.zoo import build_model
+
+        settings = TrainSettings.from_config(config.section("train"))
+        settings.check()
+        spec = model_spec(config, bundle.input_shape, len(bundle.classes))
+        make_deterministic(settings.seed, settings.threads)
+        check_fits(build_model(spec, config.root), bundle.split("train").x, spec)
 
     def inputs(self, ctx: StepContext) -> StepInputs:
         c = ctx.config
         data = c.section("data")
         return StepInputs(
             files=(c.resolve(data["train"]), c.resolve(data["test"]), *user_code_files(c)),
+            # train includes nproc: DDP's smaller per-rank batches give other weights.
             config={"data": dict(data), "model": dict(c.section("model")),
                     "train": dict(c.section("train"))},
-            tools=package_versions("torch", "numpy"),
+            tools=package_versions("torch", "numpy", "safetensors"),
         )
 
     def outputs(self, config: Config) -> tuple[str, ...]:
-        return (MODEL_DIR, METRICS, HISTORY)
+        return TRAIN_OUTPUTS
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        from ci_ml.model.persist import ModelCard, save_model
+        from ci_ml.model.outputs import write_train_outputs
         from ci_ml.model.train import TrainSettings, train_model
 
         c = ctx.config
-        bundle = load_data(c)
-        spec = model_spec(c, bundle.input_shape, len(bundle.classes))
         settings = TrainSettings.from_config(c.section("train"))
+        exclude = (ctx.out_dir, c.resolve(str(c.section("cache")["dir"])))
 
         def progress(epoch: int, total: int, text: str) -> None:
             ctx.reporter.progress("epoch", epoch, total, text)
 
-        result = train_model(bundle, spec, settings, progress, c.root)
-        card = ModelCard(spec, bundle.classes, bundle.scale, bundle.train.features,
-                         bundle.mean, bundle.std)
-        save_model(result.model, card, ctx.output(MODEL_DIR))
-        atomic_write_json(ctx.output(METRICS), {"model": "trained", **result.metrics})
-        atomic_write_json(ctx.output(HISTORY), {
-            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-            "epochs": [e.__dict__ for e in result.history],
-        })
-        acc = result.metrics["accuracy"]
-        return StepOutcome(StepStatus.PASSED, f"test accuracy {acc:.4f}",
-                           {"accuracy": acc, "epochs": len(result.history)})
+        if settings.nproc > 1:
+            from ci_ml.model.distributed import launch
+
+            ctx.staging.mkdir(parents=True, exist_ok=True)
+            launch(c, settings.nproc, ctx.staging, exclude, progress)
+            metrics = json.loads(ctx.output(METRICS).read_text("utf-8"))
+            history = json.loads(ctx.output(HISTORY).read_text("utf-8"))
+            acc, epochs = float(metrics["accuracy"]), len(history["epochs"])
+        else:
+            bundle = load_data(c)
+            spec = model_spec(c, bundle.input_shape, len(bundle.classes))
+            result = train_model(bundle, spec, settings, progress, c.root)
+            write_train_outputs(ctx.output, c, bundle, settings, result, 1, exclude)
+            acc, epochs = float(result.metrics["accuracy"]), len(result.history)
+        where = f" on {settings.nproc} processes" if settings.nproc > 1 else ""
+        return StepOutcome(StepStatus.PASSED, f"test accuracy {acc:.4f}{where}",
+                           {"accuracy": acc, "epochs": epochs, "nproc": settings.nproc})
 
 
 class PruneStep(Step):

@@ -4,6 +4,9 @@ Reproducibility comes from: a seeded ``torch.Generator`` for init and shuffling,
 ``torch.use_deterministic_algorithms(True)``, and a fixed intra-op thread count
 (float reductions split across a different number of threads sum differently).
 The same inputs on the same machine give the same weights, byte for byte.
+
+The loop (``fit``) runs in one process or as one rank of a DDP process group
+(``ci_ml.model.distributed``): a ``Group`` is all it needs to know about the others.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import torch
 from torch import nn
 
 from ci_ml.data.loader import DataBundle, Split
-from ci_ml.errors import InputError
+from ci_ml.errors import ConfigError, InputError
 from ci_ml.model.metrics import classification_metrics
 from ci_ml.model.zoo import ModelSpec, build_model
 
 ProgressFn = Callable[[int, int, str], None]
+
+# What rank 0 tells every rank after each epoch (one broadcast integer).
+CONTINUE, STOP, DIVERGED = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class TrainSettings:
     validation_fraction: float = 0.1
     patience: int | None = None
     min_delta: float = 0.0
+    nproc: int = 1
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TrainSettings:
@@ -50,7 +57,14 @@ class TrainSettings:
             validation_fraction=float(section["validation_fraction"]),
             patience=int(early["patience"]) if early else None,
             min_delta=float(early.get("min_delta", 0.0)) if early else 0.0,
+            nproc=int(section.get("nproc", 1)),
         )
+
+    def check(self) -> None:
+        """Settings the schema cannot judge alone."""
+        if self.patience is not None and self.validation_fraction <= 0:
+            raise ConfigError("train.early_stopping needs train.validation_fraction > 0 "
+                              "(stopping on the test set would leak it into training)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,35 @@ class TrainResult:
     best_epoch: int
     stopped_early: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What the loop returns on rank 0 (other ranks get an empty history)."""
+
+    history: tuple[EpochStats, ...]
+    best_epoch: int
+    stopped_early: bool
+
+
+class Group:
+    """The process group as the loop sees it. This one is a single process;
+    ``ci_ml.model.distributed.GlooGroup`` is the DDP one."""
+
+    rank: int = 0
+    world: int = 1
+
+    def all_sum(self, values: tuple[float, ...]) -> tuple[float, ...]:
+        return values
+
+    def from_leader(self, value: int) -> int:
+        return value
+
+    def average_buffers(self, model: nn.Module) -> None:
+        """Make the ranks' batch-norm statistics one (each saw only its own shard)."""
+
+
+SINGLE = Group()
 
 
 def make_deterministic(seed: int, threads: int) -> torch.Generator:
@@ -100,7 +143,8 @@ def validation_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: nn.Module, x: np.ndarray,
+            batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Logits and predicted classes for a numpy batch."""
     model.eval()
     outs = [model(torch.from_numpy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
@@ -114,69 +158,159 @@ def evaluate_model(model: nn.Module, split: Split, classes: tuple[str, ...]) -> 
     return classification_metrics(split.y, pred, classes, loss=loss)
 
 
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, generator: torch.Generator) -> float:
+def check_fits(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> None:
+    """Run two samples through the model: data that does not fit it fails here, in one line."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(np.ascontiguousarray(x[:2])))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(
+            f"data of shape {list(x.shape[1:])} does not fit model {spec.name!r}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != spec.num_classes:
+        shape = list(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"model {spec.name!r} outputs shape {shape}, "
+                         f"expected [{spec.num_classes}] class scores")
+
+
+def epoch_order(n: int, generator: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """This rank's sample order for one epoch.
+
+    Every rank draws the same permutation from the same seeded generator and takes
+    every ``world``-th index (like DistributedSampler); the permutation is padded by
+    wrapping around so that all ranks run the same number of batches (DDP needs it).
+    """
+    order = torch.randperm(n, generator=generator)
+    if world == 1:
+        return order
+    per_rank = -(-n // world)
+    padded = order[torch.arange(per_rank * world) % n]
+    return padded[rank::world]
+
+
+def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               batch_size: int, generator: torch.Generator, rank: int = 0,
+               world: int = 1) -> tuple[float, int]:
+    """One pass over this rank's shard: (sum of per-sample losses, samples seen).
+
+    The loop does nothing per batch besides the math: no finiteness check and no
+    ``.item()`` (each is a tensor op or a device sync per batch; the benchmark in
+    benchmarks/train.py measured the check alone at several percent on small
+    models). The batch losses are kept as tensors and summed once; a NaN or inf
+    loss poisons that sum, which the caller checks once per epoch.
+    """
     model.train()
-    order = torch.randperm(len(y), generator=generator)
-    total, seen = 0.0, 0
+    order = epoch_order(len(y), generator, rank, world)
+    losses: list[torch.Tensor] = []
+    sizes: list[int] = []
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         opt.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        if not torch.isfinite(loss):
-            raise InputError(
-                f"training diverged: loss became {loss.item()} at sample {i}; "
-                "lower train.learning_rate or check the data for extreme values"
-            )
         loss.backward()
         opt.step()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-    return total / max(seen, 1)
+        losses.append(loss.detach())
+        sizes.append(len(idx))
+    if not losses:
+        return 0.0, 0
+    total = torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64)
+    return float(total), sum(sizes)
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int, generator: torch.Generator) -> float:
+    """One single-process epoch; returns the mean training loss. Raises if it diverged."""
+    total, seen = epoch_sums(model, opt, x, y, batch_size, generator)
+    loss = total / max(seen, 1)
+    if not math.isfinite(loss):
+        raise diverged(loss, None)
+    return loss
+
+
+def diverged(loss: float, epoch: int | None) -> InputError:
+    where = f" in epoch {epoch}" if epoch is not None else ""
+    return InputError(
+        f"training diverged: the loss became {loss}{where}; "
+        "lower train.learning_rate or check the data for extreme values (data.scale)"
+    )
+
+
+def fit(model: nn.Module, train: Split, monitor: Split, classes: tuple[str, ...],
+        s: TrainSettings, generator: torch.Generator, progress: ProgressFn | None = None,
+        group: Group = SINGLE, early_stopping: bool = True) -> FitResult:
+    """The training loop, with early stopping on ``monitor`` (rank 0 decides, all follow).
+
+    ``model`` may be wrapped in DistributedDataParallel; its ``.module`` is evaluated
+    and, on rank 0, left holding the best epoch's weights.
+    """
+    net: nn.Module = getattr(model, "module", model)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    # Each rank takes an equal part of a batch: the averaged gradient is that of
+    # train.batch_size samples, as in one process.
+    local_batch = max(1, -(-s.batch_size // group.world))
+    opt = make_optimizer(model, s)
+    history: list[EpochStats] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
+    stopped = False
+    for epoch in range(1, s.epochs + 1):
+        total, seen = epoch_sums(model, opt, x, y, local_batch, generator, group.rank, group.world)
+        total, seen_f = group.all_sum((total, float(seen)))
+        group.average_buffers(net)
+        train_loss = total / max(seen_f, 1.0)
+        if not math.isfinite(train_loss):
+            raise diverged(train_loss, epoch)  # every rank saw the same reduced sum
+        verdict = CONTINUE
+        if group.rank == 0:
+            val = evaluate_model(net, monitor, classes)
+            if not math.isfinite(val["loss"]):
+                verdict = DIVERGED
+            else:
+                history.append(EpochStats(epoch, train_loss, val["loss"], val["accuracy"]))
+                if progress:
+                    progress(epoch, s.epochs, f"loss {train_loss:.4f} val_loss {val['loss']:.4f} "
+                                              f"val_acc {val['accuracy']:.4f}")
+                if early_stopping and s.patience is not None:
+                    if val["loss"] < best_loss - s.min_delta:
+                        best_loss, best_epoch, bad_epochs = val["loss"], epoch, 0
+                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    else:
+                        bad_epochs += 1
+                        if bad_epochs >= s.patience:
+                            verdict = STOP
+        verdict = group.from_leader(verdict)
+        if verdict == DIVERGED:
+            raise diverged(math.nan, epoch)
+        if verdict == STOP:
+            stopped = True
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    else:
+        best_epoch = len(history)
+    return FitResult(tuple(history), best_epoch, stopped)
+
+
+def prepare(bundle: DataBundle, s: TrainSettings) -> tuple[Split, Split | None, Split]:
+    """(train, validation or None, test) splits, the same in every process."""
+    train_split, val_split = validation_split(bundle.split("train"), s.validation_fraction, s.seed)
+    return train_split, val_split, bundle.split("test")
 
 
 def train_model(bundle: DataBundle, spec: ModelSpec, s: TrainSettings,
                 progress: ProgressFn | None = None, project_dir: Any = None) -> TrainResult:
+    s.check()
     generator = make_deterministic(s.seed, s.threads)
     model = build_model(spec, project_dir)
-    train_split, val_split = validation_split(bundle.split("train"), s.validation_fraction, s.seed)
-    test_split = bundle.split("test")
-    x, y = torch.from_numpy(train_split.x), torch.from_numpy(train_split.y)
-    try:
-        with torch.no_grad():
-            out = model.eval()(x[:2])
-    except RuntimeError as exc:
-        raise InputError(
-            f"data of shape {list(x.shape[1:])} does not fit model {spec.name!r}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
-    if out.ndim != 2 or out.shape[1] != spec.num_classes:
-        raise InputError(f"model {spec.name!r} outputs shape {list(out.shape[1:])}, "
-                         f"expected [{spec.num_classes}] class scores")
-    opt = make_optimizer(model, s)
-    history: list[EpochStats] = []
-    best_state, best_loss, best_epoch, bad_epochs = None, math.inf, 0, 0
-    stopped = False
-    for epoch in range(1, s.epochs + 1):
-        train_loss = train_epoch(model, opt, x, y, s.batch_size, generator)
-        monitor = val_split or test_split
-        val = evaluate_model(model, monitor, bundle.classes)
-        history.append(EpochStats(epoch, train_loss, val["loss"], val["accuracy"]))
-        if progress:
-            progress(epoch, s.epochs, f"loss {train_loss:.4f} val_loss {val['loss']:.4f} "
-                                      f"val_acc {val['accuracy']:.4f}")
-        if s.patience is not None:
-            if val["loss"] < best_loss - s.min_delta:
-                best_loss, best_epoch, bad_epochs = val["loss"], epoch, 0
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-                if bad_epochs >= s.patience:
-                    stopped = True
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = len(history)
+    train_split, val_split, test_split = prepare(bundle, s)
+    check_fits(model, train_split.x, spec)
+    # Without a validation split the curves follow the test set; early stopping never does.
+    result = fit(model, train_split, val_split or test_split, bundle.classes, s, generator,
+                 progress, early_stopping=val_split is not None)
     metrics = evaluate_model(model, test_split, bundle.classes)
-    return TrainResult(model, spec, tuple(history), metrics, best_epoch, stopped)
+    return TrainResult(model, spec, result.history, metrics, result.best_epoch,
+                       result.stopped_early)
