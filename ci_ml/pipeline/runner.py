@@ -146,20 +146,21 @@ def run_pipeline(
     reporter = reporter or Reporter()
     steps = select_steps(config, only)
     check_out_dir(out_dir)
-    # Every enabled step validates its inputs before any of them runs or writes.
+    cache = StepCache(cache_root(config), enabled=bool(config.section("cache")["enabled"]))
+    staging_root = out_dir / STAGING_DIR
+    plan = plan_steps(steps, config, out_dir, staging_root, stage, force, cache, reporter)
+    # Every step that will really run validates its inputs before any of them runs or
+    # writes; a step the cache will answer costs nothing (not even importing torch).
     for step_cls in steps:
-        step = step_cls()
-        if step.enabled(config):
-            preflight = getattr(step, "preflight", None)
+        if step_cls.name in plan.will_run:
+            preflight = getattr(step_cls(), "preflight", None)
             if callable(preflight):
                 preflight(config)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = StepCache(cache_root(config), enabled=bool(config.section("cache")["enabled"]))
     manifest_path = out_dir / MANIFEST
     previous = _load_manifest(manifest_path)
     prev_steps = {s["name"]: s for s in previous.get("steps", []) if isinstance(s, dict)}
-    staging_root = out_dir / STAGING_DIR
     records: list[StepRecord] = []
     output_hashes: dict[str, dict[str, str]] = {
         name: dict(s.get("outputs", {})) for name, s in prev_steps.items()
@@ -169,7 +170,7 @@ def run_pipeline(
         for index, step_cls in enumerate(steps, start=1):
             step = step_cls()
             record = _run_one(step, index, total, config, out_dir, staging_root, stage, force,
-                              cache, output_hashes, reporter)
+                              cache, output_hashes, reporter, plan.inputs.get(step.name))
             records.append(record)
             output_hashes[step.name] = dict(record.outputs)
     finally:
@@ -181,28 +182,17 @@ def run_pipeline(
 def _run_one(
     step: Step, index: int, total: int, config: Config, out_dir: Path, staging_root: Path,
     stage: str, force: bool, cache: StepCache, output_hashes: Mapping[str, Mapping[str, str]],
-    reporter: Reporter,
+    reporter: Reporter, planned_inputs: StepInputs | None = None,
 ) -> StepRecord:
-    ctx = StepContext(config=config, out_dir=out_dir, staging=staging_root / step.name,
-                      stage=stage, reporter=reporter, force=force)
+    ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
     if not step.enabled(config):
         reporter.step_end(index, total, step.name, "skipped", 0.0, "disabled in config")
         return StepRecord(step.name, "", False, StepStatus.SKIPPED, "disabled in config", 0.0,
                           {}, {})
     started = time.perf_counter()
     ctx.reset_staging()
-    declared = step.inputs(ctx)
-    key_material: dict[str, Any] = {
-        "step": step.name,
-        "step_version": step.version,
-        "ci_ml": ci_ml.__version__,
-        "files": _relative_inputs(config, declared),
-        "config": declared.config,
-        "tools": dict(declared.tools),
-        "extra": dict(declared.extra),
-        "after": {name: dict(output_hashes.get(name, {})) for name in step.after},
-        "stage": stage if getattr(step, "stage_dependent", False) else None,
-    }
+    declared = planned_inputs if planned_inputs is not None else step.inputs(ctx)
+    key_material = _key_material(step, config, declared, output_hashes, stage)
     key = hash_json(key_material)
     outputs = step.outputs(config)
     outcome = None if (force or not step.cacheable) else cache.lookup(step.name, key)
@@ -235,6 +225,61 @@ def _run_one(
     }
     return StepRecord(step.name, key, cached, outcome.status, outcome.summary,
                       time.perf_counter() - started, inputs_record, produced)
+
+
+def _context(step: Step, config: Config, out_dir: Path, staging_root: Path, stage: str,
+             force: bool, reporter: Reporter) -> StepContext:
+    return StepContext(config=config, out_dir=out_dir, staging=staging_root / step.name,
+                       stage=stage, reporter=reporter, force=force)
+
+
+def _key_material(step: Step, config: Config, declared: StepInputs,
+                  output_hashes: Mapping[str, Mapping[str, str]], stage: str) -> dict[str, Any]:
+    """Everything a step's cache key covers; only project-relative paths, so keys travel."""
+    return {
+        "step": step.name,
+        "step_version": step.version,
+        "ci_ml": ci_ml.__version__,
+        "files": _relative_inputs(config, declared),
+        "config": declared.config,
+        "tools": dict(declared.tools),
+        "extra": dict(declared.extra),
+        "after": {name: dict(output_hashes.get(name, {})) for name in step.after},
+        "stage": stage if getattr(step, "stage_dependent", False) else None,
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    will_run: frozenset[str]
+    inputs: Mapping[str, StepInputs]
+
+
+def plan_steps(steps: Sequence[type[Step]], config: Config, out_dir: Path, staging_root: Path,
+               stage: str, force: bool, cache: StepCache, reporter: Reporter) -> Plan:
+    """Predict which steps the cache will answer, walking the graph in order: a step is a
+    hit if its key (computed from its inputs and the cached outputs of the steps before it)
+    names a complete cache entry. Anything downstream of a miss is assumed to run."""
+    will_run: set[str] = set()
+    declared: dict[str, StepInputs] = {}
+    predicted: dict[str, dict[str, str]] = {}
+    for step_cls in steps:
+        step = step_cls()
+        if not step.enabled(config):
+            predicted[step.name] = {}
+            continue
+        if force or not step.cacheable or any(dep in will_run for dep in step.after):
+            will_run.add(step.name)
+            continue
+        ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
+        declared[step.name] = step.inputs(ctx)
+        key = hash_json(_key_material(step, config, declared[step.name], predicted, stage))
+        hashes = cache.output_hashes(step.name, key, step.outputs(config))
+        if hashes is None:
+            will_run.add(step.name)
+        else:
+            predicted[step.name] = hashes
+    return Plan(frozenset(will_run), declared)
 
 
 def _write_manifest(path: Path, config: Config, stage: str, records: Sequence[StepRecord],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,12 @@ def test_warm_run_is_fully_cached_and_source_change_reruns_only_its_steps(fast_e
     for name, step in _manifest(out).items():
         assert step["key"] == first[name]["key"]
         assert step["outputs"] == first[name]["outputs"]
+    # A fully cached run never pays for importing torch.
+    probe = ("import sys\nfrom ci_ml.cli import main\ntry:\n    main(['run', '--out', 'out', '-q'])\n"
+             "except SystemExit as e:\n    assert e.code == 0, e.code\nprint('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=fast_example, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    assert proc.stdout.strip().endswith("False"), proc.stdout + proc.stderr
 
     # Touch only a source file: only the code scan reads it.
     src = fast_example / "src" / "digits_app" / "features.py"
