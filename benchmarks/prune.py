@@ -14,6 +14,7 @@ point accuracy drop, parity max-abs <= 1e-4 with 100% argmax agreement.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from ci_ml.model.prune import (  # noqa: E402
     PruneSettings,
     _fit,
+    compare_models,
     load_pruned,
     prune_model,
     save_pruned,
@@ -112,6 +116,18 @@ def main() -> int:
               + f" -> {'kept' if q.kept else 'not kept'} ({q.why})")
     print(f"verdict: {comp.verdict}")
 
+    # Negative control: 50% unstructured magnitude masking, measured the same way.
+    masked = copy.deepcopy(base)
+    for m in masked.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            torch_prune.l1_unstructured(m, name="weight", amount=0.5)
+            torch_prune.remove(m, "weight")
+    control = compare_models(base, masked, spec.input_shape, (xte, yte), out / "control",
+                             rounds=args.rounds, candidate_name="masked")
+    print("negative control (50% unstructured masking): "
+          + ", ".join(f"{v:.2f}x at b{k}" for k, v in control.speedups.items())
+          + f", size {control.size_ratio:.2f}x -> {control.verdict}")
+
     # Round trip: history JSON + safetensors, rebuilt from the spec.
     saved = out / "pruned-model"
     save_pruned(result.model, result.history, saved, spec=spec)
@@ -130,6 +146,8 @@ def main() -> int:
         "argmax agreement 100%": p.argmax_agreement == 1.0,
         "met_budget": result.met_budget,
         "round trip": same,
+        "negative control ~1.0x": not control.real_speedup
+        and all(0.8 <= v <= 1.25 for v in control.speedups.values()),
     }
     for k, v in checks.items():
         print(f"  [{'PASS' if v else 'FAIL'}] {k}")

@@ -1,6 +1,6 @@
 """Structured (channel) pruning with an accuracy budget, measured in ONNX Runtime.
 
-Recipe (why each part is there is in ``benchmarks/README.md``):
+Recipe (why each part is there, with measurements: ``docs/pruning.md``):
 
 * torch-pruning's ``DependencyGraph`` finds the coupled layers (a conv's output channels,
   its BatchNorm, the next layer's input channels) so whole channels leave the model and
@@ -1053,10 +1053,15 @@ def _plot_tradeoff(result: PruneResult, path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(min(accs) - 0.4, max(accs) + 0.3)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    legend: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend),
+               fontsize=7, frameon=False)
     status = "met" if result.met_budget else "NOT met"
     fig.suptitle(f"Pruning trade-off: accuracy vs speedup per pruning ratio (budget {status})",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
     plt.close(fig)
