@@ -6,6 +6,13 @@
   of the models alternates from round to round, so slow phases of the machine hit all
   models alike;
 * each round gives a median per model; the result is the median of those medians.
+
+Wall-clock time is the latency. The calling thread's CPU time is recorded too: with one
+intra-op thread ONNX Runtime computes on the calling thread, so CPU time is the same
+cost minus the time the thread waited for a core. On a loaded machine a call of several
+milliseconds is almost always preempted while a call of microseconds rarely is, which
+inflates long calls' wall time and therefore ratios between a large and a small model;
+decisions in ``ci_ml.model.prune`` require both clocks to agree.
 """
 
 from __future__ import annotations
@@ -29,9 +36,14 @@ class LatencyStats:
     """Latency of one model at one batch size."""
 
     batch: int
-    median_s: float  # median of the per-round medians
+    median_s: float  # wall clock: median of the per-round medians
     round_medians_s: tuple[float, ...]
     calls_per_round: int
+    cpu_median_s: float = 0.0  # calling thread's CPU time, same estimator
+
+    @property
+    def cpu_median_us(self) -> float:
+        return self.cpu_median_s * 1e6
 
     @property
     def median_us(self) -> float:
@@ -50,6 +62,7 @@ class LatencyStats:
         return {
             "batch": self.batch,
             "median_us": round(self.median_us, 3),
+            "cpu_median_us": round(self.cpu_median_us, 3),
             "rounds": len(self.round_medians_s),
             "calls_per_round": self.calls_per_round,
             "iqr_relative": round(self.spread, 4),
@@ -69,8 +82,12 @@ class LatencyReport:
         return self.stats[self.paths.index(Path(path))]
 
     def speedup(self, base: Path, other: Path, batch: int) -> float:
-        """How many times faster ``other`` is than ``base`` at ``batch``."""
+        """How many times faster ``other`` is than ``base`` at ``batch`` (wall clock)."""
         return self.of(base)[batch].median_s / self.of(other)[batch].median_s
+
+    def cpu_speedup(self, base: Path, other: Path, batch: int) -> float:
+        """The same ratio in the calling thread's CPU time."""
+        return self.of(base)[batch].cpu_median_s / self.of(other)[batch].cpu_median_s
 
 
 def _input_for(sess: Any, batch: int, input_shape: Sequence[int] | None, seed: int) -> np.ndarray:
@@ -120,21 +137,28 @@ def measure_latency(
             per_call = (time.perf_counter() - t0) / probe
             calls.append(max(min_calls, math.ceil(round_time_s / max(per_call, 1e-7))))
         medians: list[list[float]] = [[] for _ in paths]
+        cpu_medians: list[list[float]] = [[] for _ in paths]
         order = list(range(len(paths)))
+        wall, cpu = time.perf_counter, time.thread_time
         for r in range(rounds):
             for i in order if r % 2 == 0 else reversed(order):
                 sess, feed = sessions[i], {names[i]: x}
-                times = []
+                times, cpu_times = [], []
                 for _ in range(calls[i]):
-                    t = time.perf_counter()
+                    c0 = cpu()
+                    t0 = wall()
                     sess.run(None, feed)
-                    times.append(time.perf_counter() - t)
+                    t1 = wall()
+                    cpu_times.append(cpu() - c0)
+                    times.append(t1 - t0)
                 medians[i].append(statistics.median(times))
+                cpu_medians[i].append(statistics.median(cpu_times))
         for i in range(len(paths)):
             result[i][batch] = LatencyStats(
                 batch=batch,
                 median_s=statistics.median(medians[i]),
                 round_medians_s=tuple(medians[i]),
                 calls_per_round=calls[i],
+                cpu_median_s=statistics.median(cpu_medians[i]),
             )
     return LatencyReport(paths=paths, stats=tuple(result), threads=threads, rounds=rounds)

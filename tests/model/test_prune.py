@@ -137,7 +137,7 @@ def test_report_and_plot(ratio_result: PruneResult, tmp_path: Path) -> None:
     for side in ("base", "candidate"):
         for key in ("params", "macs", "onnx_bytes", "latency_us", "accuracy"):
             assert key in comp[side]
-        assert set(comp[side]["latency_us"]) == {"1", "256"}
+        assert set(comp[side]["latency_us"]) == set(comp[side]["cpu_us"]) == {"1", "256"}
     assert comp["ratios"]["bytes"] > 3 and comp["parity"]["ok"] is True
     assert doc["trials"] and doc["settings"]["ratio"] == 0.5
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -182,6 +182,7 @@ def test_unstructured_masking_is_not_a_speedup(base: nn.Module, data: tuple[Data
     assert comp.params_ratio == 1.0 and comp.macs_ratio == 1.0
     for batch, speedup in comp.speedups.items():
         assert 0.8 <= speedup <= 1.25, (batch, speedup)
+        assert 0.8 <= comp.cpu_speedup(batch) <= 1.25, (batch, comp.cpu_speedup(batch))
     assert not comp.real_speedup
     assert comp.verdict.startswith("no real speedup")
     assert "unstructured sparsity is not a speedup" in comp.verdict
