@@ -23,6 +23,7 @@ from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.model.zoo import ModelSpec, build_model
 
 WEIGHTS = "model.safetensors"
+PRUNING_HISTORY = "pruning-history.json"
 SPEC = "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib")
 
@@ -128,6 +129,13 @@ def load_model(directory_or_file: Path,
                          f"and {WEIGHTS})") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{directory / SPEC}: not a valid model spec ({exc})") from exc
+    if (directory / PRUNING_HISTORY).is_file():
+        # A pruned model: rebuild the base from the spec, replay the recorded pruning.
+        from ci_ml.model.prune import load_pruned
+
+        pruned = load_pruned(card.spec, directory, project_dir)
+        pruned.eval()
+        return pruned, card
     model = build_model(card.spec, project_dir)
     state = load_weights(directory / WEIGHTS, spec_json.get("weights_sha256"))
     try:

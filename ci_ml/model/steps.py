@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ci_ml.config import Config
 from ci_ml.data.loader import load_data
 from ci_ml.errors import ConfigError
-from ci_ml.fsutil import atomic_write_json, iter_files
+from ci_ml.fsutil import atomic_write_json
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 
 if TYPE_CHECKING:
@@ -133,46 +133,115 @@ class TrainStep(Step):
                            {"accuracy": acc, "epochs": epochs, "nproc": settings.nproc})
 
 
+PRUNED_DIR = "pruned"
+PRUNE_REPORT = "prune-report.json"
+PRUNE_PLOT = "prune-tradeoff.png"
+
+
 class PruneStep(Step):
-    """Export (and, once configured, prune) the trained model to ONNX for serving."""
+    """Prune within the accuracy budget and export the model that will be served to ONNX.
+
+    The export always runs (``pruned/`` is what ``serve`` and ``deploy`` ship); pruning
+    itself is governed by ``prune.enabled``. When pruning cannot help (the budget cannot be
+    met, or the model cannot be traced) the unpruned model is the output, with a warning.
+    """
 
     name = "prune"
     title = "prune, export to ONNX, parity check"
     after = ("train",)
+    version = "2"
 
-    def enabled(self, config: Config) -> bool:
-        return True  # export always runs; pruning itself is governed by prune.enabled
+    def preflight(self, config: Config) -> None:
+        from ci_ml.model.prune import PruneSettings
+
+        PruneSettings.from_config(config.section("prune"))
 
     def inputs(self, ctx: StepContext) -> StepInputs:
         c = ctx.config
         data = c.section("data")
         return StepInputs(
             files=(c.resolve(data["train"]), c.resolve(data["test"])),
-            config={"prune": dict(c.section("prune"))},
-            tools=package_versions("torch", "onnx", "onnxruntime", "torch-pruning"),
+            config={"prune": dict(c.section("prune")), "data": dict(data)},
+            tools=package_versions("torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning"),
         )
 
     def outputs(self, config: Config) -> tuple[str, ...]:
-        return ("pruned", "prune-report.json")
+        return (PRUNED_DIR, PRUNE_REPORT, PRUNE_PLOT)
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        import torch
+        import shutil
 
-        from ci_ml.model.persist import load_model, save_model
+        from ci_ml.errors import InputError
+        from ci_ml.model.export import export_onnx, onnx_files
+        from ci_ml.model.persist import SPEC, load_model, save_model
+        from ci_ml.model.prune import PruneSettings, prune_model, save_pruned, write_prune_report
 
+        section = ctx.config.section("prune")
         model, card = load_model(ctx.artifact(MODEL_DIR))
-        out = ctx.output("pruned")
+        out = ctx.output(PRUNED_DIR)
         out.mkdir(parents=True, exist_ok=True)
-        save_model(model, card, out)
-        onnx_path = out / "model.onnx"
-        torch.onnx.export(model, (torch.zeros(1, *card.spec.input_shape),), str(onnx_path),
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          dynamo=False)
-        size = sum(p.stat().st_size for p in iter_files(out) if p.name.startswith("model.onnx"))
-        atomic_write_json(ctx.output("prune-report.json"),
-                          {"pruned": False, "onnx_bytes": size, "note": "export only"})
-        return StepOutcome(StepStatus.PASSED, f"exported ONNX ({size} bytes)", {})
+        onnx_out = out / "model.onnx"
+
+        def unpruned(reason: str) -> StepOutcome:
+            save_model(model, card, out)
+            export = export_onnx(model, card.spec.input_shape, onnx_out)
+            atomic_write_json(ctx.output(PRUNE_REPORT), {
+                "pruned": False, "met_budget": False, "reason": reason,
+                "served": {"onnx_bytes": export.bytes_total, "accuracy": None},
+            })
+            return StepOutcome(StepStatus.PASSED, f"not pruned ({reason}); exported the "
+                               f"unpruned model ({export.bytes_total} bytes)", {"pruned": False})
+
+        if not section["enabled"]:
+            return unpruned("prune.enabled is false")
+        bundle = load_data(ctx.config)
+        train, test = bundle.split("train"), bundle.split("test")
+        work = ctx.staging / ".prune-work"
+        try:
+            result = prune_model(model, card.spec, (train.x, train.y), (test.x, test.y),
+                                 PruneSettings.from_config(section), ctx.reporter.info,
+                                 work_dir=work)
+        except InputError as exc:
+            ctx.reporter.warn(f"prune: {exc.message}; keeping the unpruned model")
+            return unpruned(exc.message)
+        if result.pruned:
+            save_pruned(result.model, result.history, out, spec=card.spec)
+            atomic_write_json(out / SPEC, card.to_json())
+        else:
+            save_model(result.model, card, out)
+        assert result.onnx_path is not None
+        for src in onnx_files(result.onnx_path):
+            # The served file is always model.onnx (its external data keeps its own name).
+            dest = onnx_out if src == result.onnx_path else out / src.name
+            shutil.copy2(src, dest)
+        write_prune_report(result, ctx.staging)
+        report = json.loads(ctx.output(PRUNE_REPORT).read_text("utf-8"))
+        report["served"] = _served_stats(result)
+        atomic_write_json(ctx.output(PRUNE_REPORT), report)
+        shutil.rmtree(work, ignore_errors=True)
+        if not result.met_budget:
+            ctx.reporter.warn(f"prune: {result.reason}; keeping the unpruned model")
+        comp = result.comparison
+        summary = (comp.verdict if comp is not None and result.pruned
+                   else f"not pruned: {result.reason}")
+        return StepOutcome(StepStatus.PASSED, summary,
+                           {"pruned": result.pruned, "met_budget": result.met_budget})
+
+
+def _served_stats(result: Any) -> dict[str, Any]:
+    """The numbers of the model that is served (pruned or not), as the gate's limits read them."""
+    comp = result.comparison
+    if comp is None:
+        return {"onnx_bytes": None, "accuracy": round(result.base_accuracy, 4)}
+    stats = comp.candidate if result.pruned else comp.base
+    return {
+        "onnx_bytes": stats.onnx.bytes_total,
+        "params": stats.params,
+        "macs": stats.macs,
+        "accuracy": round(stats.accuracy, 4),
+        "accuracy_drop": round(comp.accuracy_drop, 4) if result.pruned else 0.0,
+        "latency_ms": {f"b{b}": round(us / 1000.0, 6) for b, us in sorted(stats.latency_us.items())},
+    }
 
 
 def read_metrics(out_dir: Path) -> dict[str, object]:
