@@ -158,7 +158,7 @@ def test_nan_loss_exits_2_with_one_line_and_writes_no_model(fast_example: Path,
 
 @pytest.mark.parametrize(("old", "new", "message"), [
     ("input_shape: [1, 8, 8]", "input_shape: [64]",
-     "error: model 'cnn' needs model.input_shape [channels, height, width], got [64]"),
+     "error: model.input_shape: model 'cnn' needs 3 dimensions [channels, height, width], got [64]"),
     ("input_shape: [1, 8, 8]", "input_shape: [1, 4, 8]",
      "error: model.input_shape [1, 4, 8] holds 32 values, but the data has 64 features"),
 ])

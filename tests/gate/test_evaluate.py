@@ -93,8 +93,8 @@ def test_regression_blocks_when_candidate_lacks_the_metric() -> None:
 
 
 def test_limits_from_prune_report() -> None:
-    report = {"pruned": {"latency_ms": {"b1": 2.0, "b256": 40.0}, "onnx_bytes": 1000},
-              "accuracy_drop": 0.4}
+    report = {"served": {"latency_ms": {"b1": 2.0, "b256": 40.0}, "onnx_bytes": 1000,
+                         "accuracy_drop": 0.4}}
     pol = policy(limits={"latency_ms_b1": 3.0, "latency_ms_b256": 30.0, "onnx_bytes": None,
                          "accuracy_drop": 0.5})
     d = evaluate(evidence(prune_report=report), pol)

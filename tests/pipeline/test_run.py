@@ -114,7 +114,7 @@ def test_gate_block_exits_1(fast_example: Path) -> None:
     assert result.code == 1, result.output
     assert "decision: BLOCK for staging (blocking: metric.accuracy)" in result.stdout
     summary = (fast_example / "out" / "summary.md").read_text()
-    assert summary.startswith("## ci-ml gate: BLOCKED for staging")
+    assert "BLOCKED for staging" in summary.splitlines()[0]
 
 
 def test_missing_tool_fails_closed_with_exit_3(fast_example: Path) -> None:
@@ -141,8 +141,12 @@ def test_concurrent_runs_share_the_cache_safely(fast_example: Path, tmp_path: Pa
     for p in procs:
         stdout, stderr = p.communicate(timeout=600)
         assert p.returncode == 0, stderr
-    keys = [{n: s["key"] for n, s in _manifest(fast_example / f"out{i}").items()} for i in range(3)]
-    assert keys[0] == keys[1] == keys[2]
+    # Deterministic steps agree on their keys; prune measures latency, so its report (and
+    # what comes after it) may differ between runs that each measured for themselves.
+    deterministic = ("data-check", "train", "scan-code")
+    keys = [{n: s["key"] for n, s in _manifest(fast_example / f"out{i}").items()
+             if n in deterministic} for i in range(3)]
+    assert keys[0] == keys[1] == keys[2] and len(keys[0]) == 3
     cache = fast_example / ".ci-ml-cache"
     for entry in cache.glob("*/*"):
         assert (entry / "outcome.json").is_file(), entry
