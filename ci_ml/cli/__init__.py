@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import click
 
 import ci_ml
-from ci_ml.cli import deploy, pipeline, project, scan
+from ci_ml.cli import deploy, pipeline, project, scan, serve
 from ci_ml.errors import EXIT_INTERRUPTED, EXIT_TOOL, EXIT_USAGE, CiMlError
 
-FAMILIES = (project, pipeline, scan, deploy)
+FAMILIES = (project, pipeline, scan, serve, deploy)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
