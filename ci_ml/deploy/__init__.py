@@ -1,0 +1,1 @@
+"""Deployment: the model server's container image (and, elsewhere, its Kubernetes manifests)."""
