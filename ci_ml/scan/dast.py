@@ -135,7 +135,14 @@ class DastScanner(Scanner):
                               targets=(Path(options["zap_report"]).name,))
         model = Path(options["model"]) if options.get("model") and options.get("target") else None
         with served_target(options) as (url, shown):
-            target = discover(Client(url, dast_options.timeout_s), model)
+            try:
+                target = discover(Client(url, dast_options.timeout_s), model)
+            except DastError:
+                if engine.name != "zap":
+                    raise
+                # ZAP reaches the target from where it runs (a service container, say), which
+                # may not be where ci-ml runs: let ZAP find out, starting from the bare URL.
+                target = DastTarget(url=url)
             report = engine.scan(target, dast_options)
         if shown:
             report = _rebase(report, url, shown)

@@ -227,6 +227,10 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The stdlib's own errors (bad request line, header too long...): JSON, hardened, closed."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # The stdlib falls back to 0.9 on an unparsable version and would then send the body
+            # without a status line or headers; every answer here carries the security headers.
+            self.request_version = "HTTP/1.0"
         try:
             text = HTTPStatus(code).phrase   # never the stdlib's message: it quotes the request
         except ValueError:
