@@ -14,8 +14,10 @@ from ci_ml.config import Config, apply_defaults, config_schema, find_config, loa
 from ci_ml.errors import ConfigError
 
 
-def serve_section(config_path: Path | None, need_config: bool) -> tuple[dict[str, Any], Path | None]:
-    """The config's ``serve`` section; schema defaults when there is no config and none is needed."""
+def serve_section(config_path: Path | None,
+                  need_config: bool) -> tuple[dict[str, Any], Path | None]:
+    """The config's ``serve`` section; the schema's defaults when there is no config file
+    and none is needed."""
     try:
         find_config(config_path)
     except ConfigError:

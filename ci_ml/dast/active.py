@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from ci_ml.dast.interface import InputSpec
 
@@ -121,14 +121,15 @@ def build_probes(spec: InputSpec | None) -> list[Probe]:
         post("malformed-json", attack, _j(doc), "190004")
     for bad, attack in (("a", "a string value"), (None, "a null value"), (True, "a boolean value"),
                         ({}, "an object value"), ([1.0], "a list value")):
-        sample = list(good)
+        sample: list[Any] = list(good)
         sample[0] = bad
         post("dtype", attack, _j({"inputs": [sample]}), "190004")
     post("dtype", "all values as strings", _j({"inputs": [[str(v) for v in good]]}), "190004")
-    for sample, attack in ((good[:-1], f"{n - 1} values"), (good + [0.0], f"{n + 1} values"),
-                           ([], "empty sample"), (good * 2, f"{2 * n} values"),
-                           ([good], "extra nesting")):
-        post("shape", attack, _j({"inputs": [sample]}), "190004")
+    shapes: tuple[tuple[list[Any], str], ...] = (
+        (good[:-1], f"{n - 1} values"), (good + [0.0], f"{n + 1} values"), ([], "empty sample"),
+        (good * 2, f"{2 * n} values"), ([good], "extra nesting"))
+    for wrong, attack in shapes:
+        post("shape", attack, _j({"inputs": [wrong]}), "190004")
     if len(spec.sample_shape) > 1:
         nested = _nest(good, spec.sample_shape)
         ragged = json.loads(json.dumps(nested))
@@ -139,7 +140,7 @@ def build_probes(spec: InputSpec | None) -> list[Probe]:
         post("shape", "ragged nested sample", _j({"inputs": [ragged]}), "190004")
     for family, payload in INJECTIONS:
         sample = list(good)
-        sample[0] = payload  # type: ignore[call-overload]
+        sample[0] = payload
         post("injection", f"{family}: {payload}", _j({"inputs": [sample]}), None, family)
     post("injection", "script tag as a key",
          _j({"inputs": [good], "<script>alert(1)</script>": 1}), None, "xss")

@@ -8,10 +8,9 @@ request uses its own connection, so one probe cannot poison the next.
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from ci_ml.dast.interface import DastError
@@ -98,8 +97,12 @@ class Client:
         conn = self._connection(timeout or self.timeout_s)
         started = time.perf_counter()
         self.count += 1
-        common = {"method": method, "url": self.url(path), "path": path,
-                  "sent_bytes": len(body or b""), "request_headers": tuple(hdrs.items())}
+        sent = Exchange(method=method, url=self.url(path), path=path,
+                        sent_bytes=len(body or b""), request_headers=tuple(hdrs.items()))
+
+        def failed(error: str) -> Exchange:
+            return replace(sent, error=error, elapsed_s=time.perf_counter() - started)
+
         try:
             conn.putrequest(method, full_path, skip_host=False, skip_accept_encoding=True)
             for key, value in hdrs.items():
@@ -114,18 +117,16 @@ class Client:
                 resp = conn.getresponse()
                 data = resp.read(MAX_BODY_KEPT)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                return Exchange(**common, error="reset" if send_error is None else "closed",
-                                elapsed_s=time.perf_counter() - started)
-            return Exchange(**common, status=resp.status, reason=resp.reason or "",
-                            headers=tuple(resp.getheaders()), body=data,
-                            elapsed_s=time.perf_counter() - started)
+                return failed("reset" if send_error is None else "closed")
+            return replace(sent, status=resp.status, reason=resp.reason or "",
+                           headers=tuple(resp.getheaders()), body=data,
+                           elapsed_s=time.perf_counter() - started)
         except ConnectionRefusedError:
-            return Exchange(**common, error="refused", elapsed_s=time.perf_counter() - started)
-        except (TimeoutError, socket.timeout):
-            return Exchange(**common, error="timeout", elapsed_s=time.perf_counter() - started)
+            return failed("refused")
+        except TimeoutError:
+            return failed("timeout")
         except (http.client.HTTPException, OSError) as exc:
-            return Exchange(**common, error=f"failed: {type(exc).__name__}",
-                            elapsed_s=time.perf_counter() - started)
+            return failed(f"failed: {type(exc).__name__}")
         finally:
             conn.close()
 

@@ -53,7 +53,8 @@ class Rules:
                 try:
                     pattern = re.compile(optional.strip())
                 except re.error as exc:
-                    raise InputError(f"{where}: OUTOFSCOPE regex does not compile ({exc})") from None
+                    raise InputError(
+                        f"{where}: OUTOFSCOPE regex does not compile ({exc})") from None
                 for plugin in key.split(","):
                     scope.setdefault(plugin.strip(), []).append(pattern)
                 continue
@@ -62,8 +63,8 @@ class Rules:
             try:
                 levels[key] = Action(level)
             except ValueError:
-                raise InputError(f"{where}: level {level!r} is not one of IGNORE, INFO, WARN, FAIL, "
-                                 "OUTOFSCOPE") from None
+                raise InputError(f"{where}: level {level!r} is not one of IGNORE, INFO, WARN, "
+                                 "FAIL, OUTOFSCOPE") from None
             if "\t" in optional:
                 notes[key] = optional.split("\t", 1)[1].strip()
             elif optional.strip():
@@ -97,7 +98,7 @@ class Rules:
         return True
 
     def apply(self, alerts: tuple[Alert, ...]) -> list[tuple[Alert, Action]]:
-        kept = []
+        kept: list[tuple[Alert, Action]] = []
         for alert in alerts:
             act = self.action(alert)
             if act is Action.IGNORE or not self.in_scope(alert):

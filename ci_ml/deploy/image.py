@@ -26,7 +26,8 @@ from ci_ml.serve.settings import LogSettings, ServeSettings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "docker"
 SERVER_PACKAGES = ("onnxruntime", "numpy")
-HOST_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"), Path("/etc/pki/tls/certs/ca-bundle.crt"))
+HOST_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"),
+                   Path("/etc/pki/tls/certs/ca-bundle.crt"))
 LOG_DIR = "/var/lib/ci-ml/log"
 CONTEXT_DIR = "image"
 IMAGE_RECORD = "image.json"
@@ -127,7 +128,8 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
               "ca_bundle": "ca-certificates.crt" if ca is not None else ""}
     try:
         atomic_write_text(dest / "Dockerfile", env.get_template("Dockerfile.j2").render(values))
-        atomic_write_text(dest / ".dockerignore", env.get_template("dockerignore.j2").render(values))
+        ignore = env.get_template("dockerignore.j2").render(values)
+        atomic_write_text(dest / ".dockerignore", ignore)
     except jinja2.TemplateError as exc:
         raise ToolError(f"Dockerfile template: {exc}") from exc
     return dest

@@ -54,7 +54,8 @@ def dast_request(config: Config, ctx: StepContext | None) -> ScanRequest:
         "rules": str(rules) if rules else None, "active": bool(section["active"]),
         "zap_report": str(report) if report else None,
         "zap_url": section["zap_url"], "zap_api_key_env": section["zap_api_key_env"],
-        "timeout_s": float(section["timeout_s"]), "max_duration_s": float(section["max_duration_s"]),
+        "timeout_s": float(section["timeout_s"]),
+        "max_duration_s": float(section["max_duration_s"]),
         "serve": dict(serve),
     })
 

@@ -160,13 +160,14 @@ class ServedModel:
         fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         card = self.card
         if card.input_shape and math.prod(card.input_shape) != math.prod(sample):
-            raise InputError(f"{self.path.parent / SPEC}: input_shape {list(card.input_shape)} does "
-                             f"not match the graph's {sample}")
+            raise InputError(f"{self.path.parent / SPEC}: input_shape {list(card.input_shape)} "
+                             f"does not match the graph's {sample}")
         if card.features and len(card.features) != math.prod(sample):
-            raise InputError(f"{self.path.parent / SPEC}: {len(card.features)} features listed, the "
-                             f"graph takes {math.prod(sample)}")
+            raise InputError(f"{self.path.parent / SPEC}: {len(card.features)} features listed, "
+                             f"the graph takes {math.prod(sample)}")
         out_shape = list(out.shape)
-        if len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] != len(card.classes):
+        n_out = out_shape[1] if len(out_shape) == 2 else None
+        if isinstance(n_out, int) and n_out != len(card.classes):
             raise InputError(f"{self.path}: output '{out.name}' has {out_shape[1]} classes, "
                              f"model.json lists {len(card.classes)}")
         return Signature(input_name=inp.name, output_name=out.name, sample_shape=tuple(sample),

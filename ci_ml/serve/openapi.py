@@ -68,9 +68,9 @@ def build_openapi(sig: Signature, limits: Limits, model_sha256: str, title: str)
                     "503": _error("Not ready or shutting down"),
                 },
             }},
-            "/health": {"get": {"operationId": "health", "summary": "Liveness",
-                                "responses": {"200": {"description": "The process serves",
-                                              "content": {"application/json": {"schema": health}}}}}},
+            "/health": {"get": {"operationId": "health", "summary": "Liveness", "responses": {
+                "200": {"description": "The process serves",
+                        "content": {"application/json": {"schema": health}}}}}},
             "/ready": {"get": {"operationId": "ready", "summary": "Readiness",
                                "responses": {"200": {"description": "Ready for traffic",
                                              "content": {"application/json": {"schema": health}}},

@@ -164,12 +164,13 @@ class Handler(BaseHTTPRequestHandler):
         return SERVER_NAME   # no product version: ZAP 10036 flags version banners
 
     def setup(self) -> None:
-        self.timeout = self.server.settings.limits.request_timeout_s
         self.busy = False
         self.linger = False
         self.request_id = "-"
         super().setup()
         try:
+            # A silent client is dropped after request_timeout_s (slowloris, idle keep-alive).
+            self.connection.settimeout(self.server.settings.limits.request_timeout_s)
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
@@ -225,7 +226,7 @@ class Handler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The stdlib's own errors (bad request line, header too long...): JSON, hardened, closed."""
+        """The stdlib's own errors (bad request line, long header...): JSON, hardened, closed."""
         self.close_connection = True
         if self.request_version == "HTTP/0.9":
             # The stdlib falls back to 0.9 on an unparsable version and would then send the body

@@ -37,7 +37,7 @@ class ServeSettings:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], root: Path | None = None) -> ServeSettings:
-        """From a config ``serve`` section (defaults filled by the schema); paths relative to root."""
+        """From a config ``serve`` section (defaults filled in); paths relative to ``root``."""
         limits = dict(section.get("limits") or {})
         log = dict(section.get("log") or {})
         log_path = log.get("path")
@@ -49,7 +49,8 @@ class ServeSettings:
                 host=str(section.get("host", cls.host)), port=int(section.get("port", cls.port)),
                 threads=int(section.get("threads", cls.threads)),
                 limits=Limits(**{k: limits[k] for k in Limits.__dataclass_fields__ if k in limits}),
-                log=LogSettings(**{k: log[k] for k in LogSettings.__dataclass_fields__ if k in log}),
+                log=LogSettings(**{k: log[k] for k in LogSettings.__dataclass_fields__
+                                   if k in log}),
             )
         except (TypeError, ValueError) as exc:
             raise InputError(f"serve settings: {exc}") from exc

@@ -25,7 +25,8 @@ def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
     line = proc.stdout.readline()
     if "serving" not in line:
         proc.kill()
-        raise AssertionError(f"server did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        err = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"server did not start: {line!r} {err}")
     return proc, line.split(" on ")[1].split()[0]
 
 

@@ -35,7 +35,8 @@ def request(srv: RunningServer, method: str, path: str, body: bytes | None = Non
 
 
 def predict(srv: RunningServer, inputs: Any) -> tuple[int, dict[str, str], Any]:
-    status, headers, body = request(srv, "POST", "/predict", json.dumps({"inputs": inputs}).encode())
+    body = json.dumps({"inputs": inputs}).encode()
+    status, headers, body = request(srv, "POST", "/predict", body)
     return status, headers, json.loads(body)
 
 
@@ -124,7 +125,8 @@ def test_keep_alive_serves_many_requests_on_one_connection(served: RunningServer
     conn.close()
 
 
-def test_an_internal_error_is_logged_not_sent(served: RunningServer, monkeypatch: pytest.MonkeyPatch,
+def test_an_internal_error_is_logged_not_sent(served: RunningServer,
+                                              monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
     def boom(x: np.ndarray) -> Any:
         raise RuntimeError("secret internal detail /srv/model/x.py line 3")
