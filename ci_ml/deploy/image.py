@@ -132,7 +132,15 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
         atomic_write_text(dest / ".dockerignore", ignore)
     except jinja2.TemplateError as exc:
         raise ToolError(f"Dockerfile template: {exc}") from exc
+    _world_readable(dest)
     return dest
+
+
+def _world_readable(root: Path) -> None:
+    """0755 directories, 0644 files: COPY keeps modes, and the server runs as another user
+    (atomic writes create 0600 files)."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def docker_client() -> Any:

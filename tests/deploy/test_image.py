@@ -129,11 +129,12 @@ def test_image_runs_healthy_and_passes_its_dast_scan(docker_client: Any, fast_ex
     assert config["User"] == "10001:10001"                  # not root
     assert config["Healthcheck"]["Test"][0] == "CMD"
     port = _free_port()
-    container = docker_client.containers.run(
-        record["image"], detach=True, network_mode="host", environment={"CI_ML_SERVE_PORT": port},
+    container = docker_client.containers.create(
+        record["image"], network_mode="host", environment={"CI_ML_SERVE_PORT": port},
         read_only=True, tmpfs={"/var/lib/ci-ml/log": ""})
     url = f"http://127.0.0.1:{port}"
     try:
+        container.start()
         deadline = time.monotonic() + 60
         while _get(url + "/health")[0] != 200:
             container.reload()
