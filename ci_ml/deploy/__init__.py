@@ -1,1 +1,1 @@
-"""Deployment: Kubernetes manifests (stable + canary) rendered from templates and validated."""
+"""Deployment: the model server's container image and its Kubernetes manifests (stable + canary)."""

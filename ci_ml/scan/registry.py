@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ci_ml.scan.bandit import BanditScanner
+from ci_ml.scan.dast import DastScanner
 from ci_ml.scan.interface import Scanner
 
 SCANNERS: dict[str, type[Scanner]] = {
     "code": BanditScanner,
+    "dast": DastScanner,
 }

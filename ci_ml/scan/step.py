@@ -13,6 +13,7 @@ from typing import ClassVar
 from ci_ml.config import Config
 from ci_ml.fsutil import atomic_write_json
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
+from ci_ml.scan.dast import dast_request
 from ci_ml.scan.interface import ScanError, ScanRequest, ScanResult, ScanStatus, Severity
 from ci_ml.scan.registry import SCANNERS
 
@@ -31,6 +32,7 @@ def _code_request(config: Config, ctx: StepContext | None) -> ScanRequest:
 RequestBuilder = Callable[[Config, StepContext | None], ScanRequest]
 REQUEST_BUILDERS: dict[str, RequestBuilder] = {
     "code": _code_request,
+    "dast": dast_request,
 }
 
 

@@ -1,0 +1,76 @@
+"""``ci-ml serve``: the model server in the foreground, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ci_ml.cli.common import common_options
+from ci_ml.config import Config, apply_defaults, config_schema, find_config, load_config
+from ci_ml.errors import ConfigError
+
+
+def serve_section(config_path: Path | None,
+                  need_config: bool) -> tuple[dict[str, Any], Path | None]:
+    """The config's ``serve`` section; the schema's defaults when there is no config file
+    and none is needed."""
+    try:
+        find_config(config_path)
+    except ConfigError:
+        if need_config:
+            raise
+        defaults = apply_defaults({"serve": {}}, config_schema())
+        return dict(defaults["serve"]), None
+    config: Config = load_config(config_path)
+    return dict(config.section("serve")), config.root
+
+
+def resolve_model(explicit: Path | None, section: dict[str, Any], root: Path | None,
+                  out_dir: Path) -> Path:
+    if explicit is not None:
+        return explicit
+    if section.get("model") and root is not None:
+        return (root / str(section["model"])).resolve()
+    return out_dir / "pruned" / "model.onnx"
+
+
+@click.command()
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="ONNX model with model.json beside it (default: serve.model, else "
+                   "<out>/pruned/model.onnx).")
+@click.option("--host", default=None, help="Address to bind (default: serve.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: serve.port, 8080; 0 picks a free one).")
+@common_options
+def serve(model_path: Path | None, host: str | None, port: int | None,
+          config_path: Path | None, out_dir: Path, quiet: bool) -> None:
+    """Serve the exported ONNX model over HTTP: /predict, /health, /ready, /openapi.json.
+
+    Runs until SIGTERM or Ctrl-C, then drains in-flight requests. Without a config
+    file, --model is required and the server uses the schema's defaults.
+    """
+    from ci_ml.serve.model import ServedModel
+    from ci_ml.serve.server import create_server, serve_until_signalled
+    from ci_ml.serve.settings import ServeSettings
+
+    section, root = serve_section(config_path, need_config=model_path is None)
+    settings = ServeSettings.from_section(section, root).with_address(host, port)
+    model = ServedModel(resolve_model(model_path, section, root, out_dir), threads=settings.threads)
+    server = create_server(model, settings)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+    def announce(srv: Any) -> None:
+        # One line on stdout that scripts can wait for; everything else goes to stderr.
+        click.echo(f"serving {model.path} on {srv.url} (model sha256 {model.sha256[:12]})")
+        sys.stdout.flush()
+
+    serve_until_signalled(server, on_ready=announce)
+    click.echo(f"stopped after {server.requests_served} prediction request(s)", err=True)
+
+
+COMMANDS = (serve,)

@@ -1,0 +1,75 @@
+"""The server's settings: from the config's ``serve`` section, or a JSON file in the image."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ci_ml.errors import InputError
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int = 256
+    max_body_bytes: int = 1 << 20
+    max_connections: int = 64
+    request_timeout_s: float = 10.0
+    drain_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    path: Path | None = None
+    sample_rate: float = 0.1
+    max_bytes: int = 100 << 20
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 1
+    limits: Limits = field(default_factory=Limits)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], root: Path | None = None) -> ServeSettings:
+        """From a config ``serve`` section (defaults filled in); paths relative to ``root``."""
+        limits = dict(section.get("limits") or {})
+        log = dict(section.get("log") or {})
+        log_path = log.get("path")
+        if log_path is not None:
+            p = Path(str(log_path))
+            log["path"] = p if p.is_absolute() or root is None else root / p
+        try:
+            return cls(
+                host=str(section.get("host", cls.host)), port=int(section.get("port", cls.port)),
+                threads=int(section.get("threads", cls.threads)),
+                limits=Limits(**{k: limits[k] for k in Limits.__dataclass_fields__ if k in limits}),
+                log=LogSettings(**{k: log[k] for k in LogSettings.__dataclass_fields__
+                                   if k in log}),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"serve settings: {exc}") from exc
+
+    def with_address(self, host: str | None, port: int | None) -> ServeSettings:
+        return replace(self, host=host if host is not None else self.host,
+                       port=port if port is not None else self.port)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["log"]["path"] = str(self.log.path) if self.log.path else None
+        return data
+
+    @classmethod
+    def read(cls, path: Path) -> ServeSettings:
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read server settings ({exc})") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: server settings must be a JSON object")
+        return cls.from_section(data)
