@@ -1,31 +1,130 @@
-"""``ci-ml scan <scanner>``: one subcommand per scanner, each a pipeline step."""
+"""``ci-ml scan <scanner>``: one subcommand per scanner, each a pipeline step plus reports."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ci_ml.cli.common import common_options, run_steps
+from ci_ml.cli.common import common_options, print_run
+from ci_ml.config import load_config
 
-SCAN_HELP: dict[str, str] = {
-    "code": "Scan the project's code with bandit; writes scans/code.json.",
-}
+SEVERITIES = click.Choice(["critical", "high", "medium", "low", "info"], case_sensitive=False)
 
 
 @click.group()
 def scan() -> None:
-    """Security scans. Each writes scans/<scanner>.json; exit 3 if the tool did not run."""
+    """Security scans. Each writes scans/<scanner>.json, then findings.json, report.sarif,
+    the gl-*-report.json files, junit.xml and summary.md for every scan result in --out.
+
+    Exit codes: 0 the scan ran; 1 findings at or above --fail-on remain after waivers;
+    2 bad config or input; 3 the tool is missing, crashed, timed out or printed garbage.
+    """
 
 
-def _add(name: str, help_text: str) -> None:
-    @scan.command(name, help=help_text)
-    @common_options
-    def command(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
-        run_steps(config_path, out_dir, quiet, [f"scan-{name}"])
+def _abs(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
 
 
-for _name, _help in SCAN_HELP.items():
-    _add(_name, _help)
+def _run(name: str, config_path: Path | None, out_dir: Path, quiet: bool, force: bool,
+         fail_on: str | None, waivers: Path | None, overrides: dict[str, Any]) -> None:
+    from ci_ml.scan.command import run_scan_command, with_overrides
+
+    config = with_overrides(load_config(config_path), name,
+                            {**overrides, "waivers": _abs(waivers)})
+    outcome = run_scan_command(config, name, out_dir, quiet=quiet, force=force, fail_on=fail_on)
+    print_run(outcome.run)
+    if outcome.waivers is not None:
+        for message in outcome.waivers.messages():
+            click.echo(f"warning: {message}", err=True)
+    if outcome.written:
+        click.echo(f"reports: {', '.join(outcome.written)}")
+    if fail_on and outcome.above_threshold:
+        click.echo(f"{outcome.above_threshold} {name} finding(s) at or above {fail_on} "
+                   "remain after waivers", err=True)
+    sys.exit(outcome.exit_code)
+
+
+def _scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--fail-on", type=SEVERITIES, default=None,
+                        help="Exit 1 if findings at or above this severity remain after "
+                             "waivers.")(func)
+    func = click.option("--waivers", type=click.Path(path_type=Path), default=None,
+                        help="Waivers file (overrides scan.waivers).")(func)
+    func = click.option("--force", is_flag=True, help="Ignore the cache and scan again.")(func)
+    return common_options(func)
+
+
+@scan.command("code")
+@_scan_options
+@click.option("--path", "paths", multiple=True, type=click.Path(path_type=Path),
+              help="File or directory to scan (repeatable; overrides scan.code.paths).")
+def code(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, waivers: Path | None,
+         fail_on: str | None, paths: tuple[Path, ...]) -> None:
+    """Scan the project's Python code with bandit."""
+    _run("code", config_path, out_dir, quiet, force, fail_on, waivers,
+         {"paths": tuple(_abs(p) for p in paths)})
+
+
+@scan.command("deps")
+@_scan_options
+@click.option("-r", "--requirement", "requirements", multiple=True,
+              type=click.Path(path_type=Path),
+              help="Pinned requirements file (repeatable; overrides scan.deps.requirements).")
+@click.option("--advisories", type=click.Path(path_type=Path), default=None,
+              help="Offline OSV advisory directory (overrides scan.deps.advisories).")
+def deps(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, waivers: Path | None,
+         fail_on: str | None, requirements: tuple[Path, ...], advisories: Path | None) -> None:
+    """Audit pinned requirements with pip-audit (offline with --advisories)."""
+    _run("deps", config_path, out_dir, quiet, force, fail_on, waivers,
+         {"requirements": tuple(_abs(p) for p in requirements),
+          "advisories": _abs(advisories)})
+
+
+@scan.command("image")
+@_scan_options
+@click.option("--image", "image", default=None, help="A local docker image (name:tag or ID).")
+@click.option("--input", "archive", type=click.Path(path_type=Path), default=None,
+              help="An image archive from `docker save`.")
+@click.option("--advisories", type=click.Path(path_type=Path), default=None,
+              help="Offline OSV advisory directory: match the image's Python packages offline.")
+def image(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, waivers: Path | None,
+          fail_on: str | None, image: str | None, archive: Path | None,
+          advisories: Path | None) -> None:
+    """Scan a container image with trivy (vulnerabilities, secrets, misconfigurations)."""
+    if image and archive:
+        raise click.UsageError("give --image or --input, not both")
+    overrides: dict[str, Any] = {"advisories": _abs(advisories)}
+    if image:
+        overrides.update(image=image, input=None)
+    if archive:
+        overrides.update(input=_abs(archive), image=None)
+    _run("image", config_path, out_dir, quiet, force, fail_on, waivers, overrides)
+
+
+@scan.command("iac")
+@_scan_options
+@click.option("--path", "paths", multiple=True, type=click.Path(path_type=Path),
+              help="File or directory to scan (repeatable; overrides scan.iac.paths).")
+def iac(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, waivers: Path | None,
+        fail_on: str | None, paths: tuple[Path, ...]) -> None:
+    """Scan Dockerfiles, Kubernetes manifests and committed secrets with trivy."""
+    _run("iac", config_path, out_dir, quiet, force, fail_on, waivers,
+         {"paths": tuple(_abs(p) for p in paths)})
+
+
+@scan.command("model")
+@_scan_options
+@click.option("--path", "paths", multiple=True, type=click.Path(path_type=Path),
+              help="Extra model file or directory (repeatable; overrides scan.model.paths).")
+def model(config_path: Path | None, out_dir: Path, quiet: bool, force: bool,
+          waivers: Path | None, fail_on: str | None, paths: tuple[Path, ...]) -> None:
+    """Scan model files for pickles that run code on load, and malformed safetensors/ONNX."""
+    _run("model", config_path, out_dir, quiet, force, fail_on, waivers,
+         {"paths": tuple(_abs(p) for p in paths)})
+
 
 COMMANDS = (scan,)

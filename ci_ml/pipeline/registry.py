@@ -10,13 +10,13 @@ def _build() -> dict[str, type[Step]]:
     from ci_ml.data.step import DataCheckStep
     from ci_ml.gate.step import GateStep
     from ci_ml.model.steps import PruneStep, TrainStep
-    from ci_ml.scan.step import make_scan_step
+    from ci_ml.scan.step import scan_steps
 
     steps: list[type[Step]] = [
         DataCheckStep,
         TrainStep,
         PruneStep,
-        make_scan_step("code", "bandit on the project's code"),
+        *scan_steps(),
         GateStep,
     ]
     return {s.name: s for s in steps}

@@ -65,6 +65,7 @@ class Location:
     image: str | None = None
     layer: str | None = None
     url: str | None = None
+    digest: str | None = None   # image digest (sha256:...): a waiver scope, not part of identity
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -140,12 +141,22 @@ class ScanResult:
     tool_version: str = ""
     error: str | None = None
     targets: tuple[str, ...] = ()
+    # What the scan could not cover although it ran (e.g. OS packages with no offline data).
+    notes: tuple[str, ...] = ()
+    started_at: str | None = None    # UTC, ISO 8601 to the second
+    finished_at: str | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.status is ScanStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {
             "scanner": self.scanner, "status": self.status.value, "tool": self.tool,
             "tool_version": self.tool_version, "error": self.error,
-            "targets": list(self.targets), "findings": [f.to_json() for f in self.findings],
+            "targets": list(self.targets), "notes": list(self.notes),
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "findings": [f.to_json() for f in self.findings],
         }
 
     @classmethod
@@ -155,11 +166,15 @@ class ScanResult:
             findings=tuple(Finding.from_json(f) for f in data.get("findings", ())),
             tool=str(data.get("tool", "")), tool_version=str(data.get("tool_version", "")),
             error=data.get("error"), targets=tuple(data.get("targets", ())),
+            notes=tuple(data.get("notes", ())), started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
         )
 
     @classmethod
-    def failed(cls, scanner: str, tool: str, error: str) -> ScanResult:
-        return cls(scanner=scanner, status=ScanStatus.ERROR, tool=tool, error=error)
+    def failed(cls, scanner: str, tool: str, error: str, *, started_at: str | None = None,
+               finished_at: str | None = None) -> ScanResult:
+        return cls(scanner=scanner, status=ScanStatus.ERROR, tool=tool, error=error,
+                   started_at=started_at, finished_at=finished_at)
 
 
 class ScanError(ToolError):

@@ -1,0 +1,278 @@
+"""Waivers: a finding accepted on purpose, for one scope, by a named owner, until a date.
+
+The same rules for every scanner. A waiver names a finding id (or one of its
+aliases, e.g. a CVE) and exactly one scope:
+- ``package: NAME`` or ``package: NAME@VERSION`` (dependency and image packages),
+- ``path: FILE``, a glob (``src/legacy/*.py``) or a directory (``deploy/``),
+- ``image: sha256:DIGEST`` (the image ID trivy reports).
+``scanner:`` optionally narrows it further. A waiver suppresses matching
+findings through its ``expires`` date; from the day after, it stops
+suppressing and is reported as expired. A waiver that matches nothing is
+reported as stale, and one expiring within 14 days as expiring.
+
+Example ``waivers.yaml``::
+
+    waivers:
+      - id: PYSEC-2018-28
+        package: requests
+        owner: alice@example.com
+        reason: the service never follows redirects to http
+        expires: 2025-03-31
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.utils import canonicalize_name
+
+from ci_ml.errors import ConfigError
+from ci_ml.scan.interface import Finding
+
+SCOPES = ("package", "path", "image")
+SCANNER_NAMES = ("code", "deps", "image", "iac", "model", "dast")
+KNOWN_KEYS = frozenset({"id", *SCOPES, "owner", "reason", "expires", "scanner"})
+EXPIRY_WARNING_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: str      # package | path | image
+    value: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.value}"
+
+
+@dataclass(frozen=True)
+class Waiver:
+    id: str
+    scope: Scope
+    owner: str
+    reason: str
+    expires: dt.date
+    scanner: str | None = None
+    entry: int = 0         # position in the waivers file, for messages
+    source: str = ""       # the waivers file
+
+    def describe(self) -> str:
+        return f"{self.id} ({self.scope.describe()}, owner {self.owner}, expires {self.expires})"
+
+    def expired(self, today: dt.date) -> bool:
+        return today > self.expires
+
+    def matches(self, finding: Finding) -> bool:
+        if self.scanner is not None and finding.scanner != self.scanner:
+            return False
+        wanted = self.id.casefold()
+        names = {finding.id.casefold(), *(a.casefold() for a in finding.aliases)}
+        if wanted not in names:
+            return False
+        loc = finding.location
+        if self.scope.kind == "package":
+            name, _, version = self.scope.value.partition("@")
+            return (loc.package is not None
+                    and canonicalize_name(loc.package) == canonicalize_name(name)
+                    and (not version or loc.version == version))
+        if self.scope.kind == "path":
+            return loc.path is not None and _path_matches(loc.path, self.scope.value)
+        return loc.digest is not None and _digest(loc.digest) == _digest(self.scope.value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, self.scope.kind: self.scope.value, "owner": self.owner,
+                "reason": self.reason, "expires": self.expires.isoformat(),
+                "scanner": self.scanner, "entry": self.entry}
+
+
+def _digest(value: str) -> str:
+    value = value.strip().lower()
+    return value if value.startswith("sha256:") else f"sha256:{value}"
+
+
+def _strip_dot(path: str) -> str:
+    while path.startswith("./"):
+        path = path[2:]
+    return "" if path == "." else path
+
+
+def _path_matches(path: str, pattern: str) -> bool:
+    path, pattern = _strip_dot(path), _strip_dot(pattern)
+    if not pattern:
+        return True
+    if pattern.endswith("/"):
+        return path.startswith(pattern)
+    return path == pattern or fnmatch.fnmatchcase(path, pattern)
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    finding: Finding
+    waiver: Waiver
+
+    def to_json(self) -> dict[str, Any]:
+        return {"finding": self.finding.to_json(), "waiver": self.waiver.to_json()}
+
+
+@dataclass(frozen=True)
+class ExpiredWaiver:
+    waiver: Waiver
+    findings: tuple[Finding, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"waiver": self.waiver.to_json(),
+                "findings": [f.fingerprint for f in self.findings]}
+
+
+@dataclass(frozen=True)
+class WaiverReport:
+    kept: tuple[Finding, ...]
+    suppressed: tuple[Suppressed, ...]
+    expired: tuple[ExpiredWaiver, ...]
+    stale: tuple[Waiver, ...]
+    expiring: tuple[Waiver, ...]
+    today: dt.date
+
+    @property
+    def suppressed_fingerprints(self) -> frozenset[str]:
+        return frozenset(s.finding.fingerprint for s in self.suppressed)
+
+    def waiver_for(self, finding: Finding) -> Waiver | None:
+        fp = finding.fingerprint
+        return next((s.waiver for s in self.suppressed if s.finding.fingerprint == fp), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "today": self.today.isoformat(),
+            "kept": len(self.kept),
+            "suppressed": [s.to_json() for s in self.suppressed],
+            "expired": [e.to_json() for e in self.expired],
+            "stale": [w.to_json() for w in self.stale],
+            "expiring": [w.to_json() for w in self.expiring],
+        }
+
+    def messages(self) -> list[str]:
+        """One line per thing a person should act on: expired, stale and expiring waivers."""
+        out = [f"waiver expired: {e.waiver.describe()}; no longer suppresses "
+               f"{len(e.findings)} finding(s)" for e in self.expired]
+        out += [f"waiver stale (matches nothing): {w.describe()}" for w in self.stale]
+        out += [f"waiver expiring soon: {w.describe()}" for w in self.expiring]
+        return out
+
+
+def apply_waivers(findings: Iterable[Finding], waivers: Sequence[Waiver],
+                  today: dt.date) -> WaiverReport:
+    """Split findings into kept and suppressed; report expired, stale and expiring waivers."""
+    kept: list[Finding] = []
+    suppressed: list[Suppressed] = []
+    hits: dict[int, list[Finding]] = {i: [] for i in range(len(waivers))}
+    for finding in findings:
+        active: Waiver | None = None
+        for i, waiver in enumerate(waivers):
+            if waiver.matches(finding):
+                hits[i].append(finding)
+                if active is None and not waiver.expired(today):
+                    active = waiver
+        if active is None:
+            kept.append(finding)
+        else:
+            suppressed.append(Suppressed(finding, active))
+    expired = tuple(ExpiredWaiver(w, tuple(hits[i])) for i, w in enumerate(waivers)
+                    if w.expired(today) and hits[i])
+    stale = tuple(w for i, w in enumerate(waivers) if not hits[i])
+    horizon = today + dt.timedelta(days=EXPIRY_WARNING_DAYS)
+    expiring = tuple(w for w in waivers if not w.expired(today) and w.expires <= horizon)
+    return WaiverReport(tuple(kept), tuple(suppressed), expired, stale, expiring, today)
+
+
+def load_waivers(path: Path) -> tuple[Waiver, ...]:
+    """Read and validate a waivers file; ConfigError names the file and the bad entry."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a waivers YAML file")
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: waivers file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read waivers file: {exc}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}YAML syntax error: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    if doc is None:
+        return ()
+    entries = doc.get("waivers") if isinstance(doc, Mapping) else doc
+    if isinstance(doc, Mapping) and set(doc) - {"waivers"}:
+        extra = sorted(set(doc) - {"waivers"})[0]
+        raise ConfigError(f"{path}: unknown top-level key '{extra}' (expected 'waivers')")
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: 'waivers' must be a list of waivers")
+    waivers = tuple(_waiver(path, i, entry) for i, entry in enumerate(entries))
+    seen: dict[tuple[str, Scope, str | None], int] = {}
+    for w in waivers:
+        key = (w.id.casefold(), w.scope, w.scanner)
+        if key in seen:
+            raise ConfigError(f"{path}: waivers[{w.entry}] ({w.id}): duplicates "
+                              f"waivers[{seen[key]}]")
+        seen[key] = w.entry
+    return waivers
+
+
+def _waiver(path: Path, index: int, entry: Any) -> Waiver:
+    label = f"{path}: waivers[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{label}: must be a mapping with id, a scope, owner, reason, expires")
+    wid = entry.get("id")
+    if isinstance(wid, str) and wid.strip():
+        label += f" ({wid.strip()})"
+    unknown = sorted(str(k) for k in entry if k not in KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"{label}: unknown key '{unknown[0]}' "
+                          f"(expected: {', '.join(sorted(KNOWN_KEYS))})")
+    if not isinstance(wid, str) or not wid.strip():
+        raise ConfigError(f"{label}: missing 'id' (the finding id or alias to waive)")
+    scopes = [k for k in SCOPES if entry.get(k) is not None]
+    if len(scopes) != 1:
+        got = " and ".join(scopes) if scopes else "none"
+        raise ConfigError(f"{label}: needs exactly one scope of package, path or image "
+                          f"(got {got})")
+    value = entry[scopes[0]]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{label}: '{scopes[0]}' must be a non-empty string")
+    for key in ("owner", "reason"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise ConfigError(f"{label}: missing '{key}' (every waiver needs an owner, "
+                              "a reason and an expiry date)")
+    scanner = entry.get("scanner")
+    if scanner is not None and scanner not in SCANNER_NAMES:
+        raise ConfigError(f"{label}: 'scanner' must be one of {', '.join(SCANNER_NAMES)}, "
+                          f"got {scanner!r}")
+    return Waiver(id=wid.strip(), scope=Scope(scopes[0], value.strip()),
+                  owner=entry["owner"].strip(), reason=entry["reason"].strip(),
+                  expires=_date(label, entry.get("expires")), scanner=scanner, entry=index,
+                  source=str(path))
+
+
+def _date(label: str, value: Any) -> dt.date:
+    if value is None:
+        raise ConfigError(f"{label}: missing 'expires' (a date, YYYY-MM-DD)")
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{label}: 'expires' must be a date YYYY-MM-DD, got {value!r}")
