@@ -63,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            self.server.count_nodelay()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -110,7 +112,12 @@ class _Server(ThreadingHTTPServer):
         self.db = db
         self.errors: list[CiMlError] = []
         self.queries = 0
+        self.nodelay_connections = 0
         self._count_lock = threading.Lock()
+
+    def count_nodelay(self) -> None:
+        with self._count_lock:
+            self.nodelay_connections += 1
 
     def _match(self, query: Any) -> list[Any]:
         with self._count_lock:
@@ -157,6 +164,11 @@ class OSVServer:
     @property
     def queries(self) -> int:
         return self._server.queries
+
+    @property
+    def nodelay_connections(self) -> int:
+        """Accepted connections with TCP_NODELAY confirmed on the server's socket."""
+        return self._server.nodelay_connections
 
     @property
     def errors(self) -> list[CiMlError]:

@@ -97,11 +97,8 @@ def image(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, wai
     """Scan a container image with trivy (vulnerabilities, secrets, misconfigurations)."""
     if image and archive:
         raise click.UsageError("give --image or --input, not both")
-    overrides: dict[str, Any] = {"advisories": _abs(advisories)}
-    if image:
-        overrides.update(image=image, input=None)
-    if archive:
-        overrides.update(input=_abs(archive), image=None)
+    overrides: dict[str, Any] = {"advisories": _abs(advisories), "image": image,
+                                 "input": _abs(archive)}
     _run("image", config_path, out_dir, quiet, force, fail_on, waivers, overrides)
 
 

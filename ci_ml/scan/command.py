@@ -49,18 +49,18 @@ def with_overrides(config: Config, scanner: str, overrides: Mapping[str, Any]) -
     scan = data.setdefault("scan", {})
     section = scan.setdefault(scanner, {})
     section["enabled"] = True
-    for key, value in overrides.items():
-        if value is None or value == ():
-            continue
+    given = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    for key, value in given.items():
         if key == "advisories":
             scan.setdefault("deps", {})["advisories"] = str(value)
         elif key == "waivers":
             scan["waivers"] = str(value)
         else:
             section[key] = list(value) if isinstance(value, tuple | list) else value
-    if section.get("image") and "input" not in overrides:
+    # An image named on the command line replaces the configured archive, and vice versa.
+    if scanner == "image" and "image" in given:
         section["input"] = None
-    if section.get("input") and "image" not in overrides:
+    if scanner == "image" and "input" in given:
         section["image"] = None
     validate(data, config.path)
     return Config(path=config.path, data=data)

@@ -14,11 +14,10 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.utils import canonicalize_name
 
-from ci_ml.advisories.store import AdvisoryDB
 from ci_ml.fsutil import atomic_write_text
 from ci_ml.scan.interface import (
     Confidence,
@@ -33,6 +32,9 @@ from ci_ml.scan.interface import (
 )
 from ci_ml.scan.tool import DEFAULT_TIMEOUT_S
 from ci_ml.scan.trivy import Where, report_findings, run_trivy, trivy_version
+
+if TYPE_CHECKING:
+    from ci_ml.advisories.store import AdvisoryDB
 
 
 def _properties(component: Mapping[str, Any]) -> dict[str, str]:
@@ -121,6 +123,8 @@ class ImageScanner(Scanner):
         findings = report_findings(doc, self.name, where)
         notes: list[str] = []
         if advisories:
+            from ci_ml.advisories.store import AdvisoryDB
+
             db = AdvisoryDB(Path(advisories))
             findings += offline_vulnerabilities(packages, db, where, unscored)
             others = Counter(str(p["type"]) for p in packages if p["type"] != "pypi")

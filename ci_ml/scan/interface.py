@@ -8,6 +8,7 @@ and every tool failure into ``ScanError``. A scan that did not run is a
 from __future__ import annotations
 
 import enum
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ class Finding:
     aliases: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Stable across runs: what it is and where, not when it was seen or its line number
         alone (a line shifts when code above it changes; the path and rule do not)."""

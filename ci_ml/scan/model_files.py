@@ -8,16 +8,13 @@ content as well as by suffix, so a pickle renamed ``weights.dat`` is still one.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 import ci_ml
 from ci_ml.fsutil import iter_files, sha256_bytes
@@ -32,13 +29,10 @@ from ci_ml.scan.interface import (
     ScanStatus,
     Severity,
 )
-from ci_ml.scan.pickles import (
-    PickleImport,
-    PickleReport,
-    Verdict,
-    analyze_pickle,
-    looks_like_pickle,
-)
+from ci_ml.scan.pickles import Verdict, looks_like_pickle
+
+if TYPE_CHECKING:  # pickletools' opcode tables load only when there is a pickle to read
+    from ci_ml.scan.pickles import PickleImport, PickleReport
 
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".bin", ".joblib", ".ckpt",
                              ".sav", ".dill"})
@@ -157,11 +151,17 @@ class ModelFileScanner(Scanner):
                     stream = fh
                 if suffix == ".bin" and not looks_like_pickle(head):
                     return  # raw tensor bytes (e.g. an ONNX .bin or a GGML blob), not a pickle
+                from ci_ml.scan.pickles import analyze_pickle
+
                 yield from _pickle_findings(analyze_pickle(stream), label, None)
 
 
 def _decompressed(fh: BinaryIO, head: bytes, label: str) -> BinaryIO | None:
     """joblib's compressed files: zlib, gzip, bz2 or xz around a pickle."""
+    import bz2
+    import gzip
+    import lzma
+
     raw: BinaryIO
     if head[:2] == b"\x1f\x8b":
         fh.seek(0)
@@ -203,6 +203,8 @@ def _scan_zip(fh: BinaryIO, label: str) -> Iterator[Finding]:
                 raise ScanError(f"model: {label}!{info.filename} is larger than "
                                 f"{MAX_DECOMPRESSED} bytes")
             data = archive.read(info)
+            from ci_ml.scan.pickles import analyze_pickle
+
             yield from _pickle_findings(analyze_pickle(data), label, info.filename)
 
 

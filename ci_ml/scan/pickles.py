@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import enum
 import io
-import pickletools
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    import pickletools
 
 _STRING_OPS = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
                          "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES",
@@ -161,6 +163,8 @@ def analyze_pickle(source: bytes | BinaryIO) -> PickleReport:
 
 
 def _analyze_one(stream: BinaryIO, start: int) -> tuple[PickleReport, int | None]:
+    import pickletools  # its opcode tables are sizable: load them only to read a pickle
+
     stack: list[object] = []
     memo: dict[int, object] = {}
     imports: list[PickleImport] = []
@@ -223,6 +227,8 @@ def _pop_to_mark(stack: list[object]) -> None:
 
 
 def _simulate(op: pickletools.OpcodeInfo, stack: list[object]) -> None:
+    import pickletools
+
     before = op.stack_before
     if pickletools.markobject in before:
         _pop_to_mark(stack)

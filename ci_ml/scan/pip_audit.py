@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from ci_ml.advisories.server import OSVServer
-from ci_ml.advisories.store import AdvisoryDB
 from ci_ml.scan.interface import (
     Confidence,
     Finding,
@@ -30,7 +28,6 @@ from ci_ml.scan.interface import (
     ScanStatus,
     Severity,
 )
-from ci_ml.scan.requirements import Pin, parse_requirements
 from ci_ml.scan.tool import (
     DEFAULT_TIMEOUT_S,
     find_tool,
@@ -39,6 +36,10 @@ from ci_ml.scan.tool import (
     run_tool,
     tool_version,
 )
+
+if TYPE_CHECKING:  # the OSV server and requirement parsing load only when deps are scanned
+    from ci_ml.advisories.store import AdvisoryDB
+    from ci_ml.scan.requirements import Pin
 
 VULN_RULE = "vulnerable-dependency"
 SKIP_ID, SKIP_RULE = "CIML-D001", "dependency-not-audited"
@@ -78,6 +79,10 @@ class PipAuditScanner(Scanner):
         return cmd
 
     def scan(self, request: ScanRequest) -> ScanResult:
+        from ci_ml.advisories.server import OSVServer
+        from ci_ml.advisories.store import AdvisoryDB
+        from ci_ml.scan.requirements import parse_requirements
+
         files = list(request.targets)
         pins: dict[str, Pin] = {}
         for f in files:

@@ -22,7 +22,6 @@ from ci_ml.fsutil import atomic_write_json
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 from ci_ml.scan.interface import ScanError, ScanRequest, ScanResult, ScanStatus, Severity
 from ci_ml.scan.registry import SCANNERS
-from ci_ml.scan.requirements import parse_requirements
 from ci_ml.scan.tool import find_tool, run_tool
 
 ADVISORIES_ENV = "CI_ML_ADVISORIES"
@@ -127,7 +126,8 @@ def _check_readable(path: Path, key: str) -> None:
 
 def _preflight_paths(config: Config, scanner: str, key: str) -> None:
     for rel in config.section("scan")[scanner][key]:
-        _check_readable(config.resolve(rel), f"scan.{scanner}.{key}")
+        # Not resolved: a dangling symlink must be reported as what the user wrote.
+        _check_readable(config.root / rel, f"scan.{scanner}.{key}")
 
 
 def _preflight_advisories(config: Config) -> None:
@@ -142,6 +142,8 @@ def _preflight_advisories(config: Config) -> None:
 
 
 def _preflight_deps(config: Config) -> None:
+    from ci_ml.scan.requirements import parse_requirements
+
     _preflight_paths(config, "deps", "requirements")
     for rel in config.section("scan")["deps"]["requirements"]:
         parse_requirements(config.resolve(rel))
@@ -154,7 +156,7 @@ def _preflight_image(config: Config) -> None:
         raise ConfigError("scan.image: set exactly one of 'image' (a local docker image) or "
                           "'input' (a `docker save` archive)")
     if section["input"]:
-        _check_readable(config.resolve(section["input"]), "scan.image.input")
+        _check_readable(config.root / section["input"], "scan.image.input")
     _preflight_advisories(config)
 
 
