@@ -73,7 +73,7 @@ def find_config(explicit: Path | None, cwd: Path | None = None) -> Path:
         return explicit
     here = cwd or Path.cwd()
     for name in DEFAULT_CONFIG_NAMES:
-        if (here / name).is_file():
+        if (here / name).exists():  # a directory here gets a clear error, not "no config"
             return here / name
     pyproject = here / PYPROJECT
     if pyproject.is_file() and _pyproject_has_section(pyproject):

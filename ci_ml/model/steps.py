@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ci_ml.config import Config
 from ci_ml.data.loader import load_data
+from ci_ml.errors import ConfigError
 from ci_ml.fsutil import atomic_write_json, iter_files
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # torch is imported inside the steps' methods: a fully cached run never pays for it.
 MODEL_DIR = "model"
+# Input rank each zoo model needs (None: any), checked before a run without importing torch.
+ZOO_INPUT_RANKS: dict[str, int | None] = {"mlp": None, "cnn": 3}
 METRICS = "metrics.json"
 HISTORY = "train-history.json"
 
@@ -60,11 +62,20 @@ class TrainStep(Step):
     after = ("data-check",)
 
     def preflight(self, config: Config) -> None:
-        from ci_ml.model.zoo import build_model
-
         bundle = load_data(config)
-        spec = model_spec(config, bundle.input_shape, len(bundle.classes))
-        build_model(spec, config.root)
+        name = str(config.section("model")["name"])
+        if ":" in name:
+            # A user's factory can only be checked by building it (this imports torch).
+            from ci_ml.model.zoo import build_model
+
+            build_model(model_spec(config, bundle.input_shape, len(bundle.classes)), config.root)
+        elif name not in ZOO_INPUT_RANKS:
+            raise ConfigError(f"model.name: unknown zoo model {name!r} (zoo: "
+                              f"{', '.join(ZOO_INPUT_RANKS)}; or use 'package.module:factory')")
+        elif ZOO_INPUT_RANKS[name] not in (None, len(bundle.input_shape)):
+            raise ConfigError(f"model.input_shape: model {name!r} needs "
+                              f"{ZOO_INPUT_RANKS[name]} dimensions [channels, height, width], "
+                              f"got {list(bundle.input_shape)}")
 
     def inputs(self, ctx: StepContext) -> StepInputs:
         c = ctx.config

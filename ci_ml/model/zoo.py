@@ -147,7 +147,7 @@ def _import_factory(ref: str, project_dir: Path) -> Callable[..., nn.Module]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"model.name {ref!r}: {module_name} has no callable {attr!r}")
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build_model(spec: ModelSpec, project_dir: Path | None = None) -> nn.Module:

@@ -27,7 +27,6 @@ from ci_ml.pipeline.interface import (
     StepContext,
     StepFailed,
     StepInputs,
-    StepOutcome,
     StepStatus,
 )
 from ci_ml.pipeline.registry import STEPS, ordered_steps
@@ -90,8 +89,10 @@ def check_out_dir(out_dir: Path) -> None:
     probe = out_dir
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out_dir}: not writable ({probe} does not allow writing)")
+    if not probe.is_dir():
+        raise UsageError(f"--out {out_dir}: not writable ({probe} is a file, not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: not writable (no write permission on {probe})")
 
 
 def select_steps(config: Config, only: Sequence[str] | None) -> list[type[Step]]:

@@ -20,19 +20,18 @@ DEFAULT_TIMEOUT_S = 900.0
 
 
 def tool_env_var(name: str) -> str:
-    """``CI_ML_<TOOL>`` names the executable to use instead of the one found (e.g. CI_ML_TRIVY)."""
-    return "CI_ML_" + name.upper().replace("-", "_")
+    """``CI_ML_TOOL_<NAME>`` names the executable to use instead of the one found."""
+    return "CI_ML_TOOL_" + name.upper().replace("-", "_")
 
 
 def find_tool(name: str) -> str:
-    """``$CI_ML_<TOOL>`` if set, else the tool beside our own interpreter (same venv), else PATH."""
+    """``$CI_ML_TOOL_<NAME>`` if set, else the tool beside our interpreter (same venv), else PATH."""
     override = os.environ.get(tool_env_var(name))
     if override:
-        path = Path(override)
-        if not path.is_file() or not os.access(path, os.X_OK):
+        if not (Path(override).is_file() and os.access(override, os.X_OK)):
             raise ScanError(f"{name}: {tool_env_var(name)}={override} is not an executable file; "
                             "the scan did not run")
-        return str(path)
+        return override
     beside = Path(sys.executable).parent / name
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)

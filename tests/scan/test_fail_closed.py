@@ -44,7 +44,7 @@ def test_broken_bandit(planted: Path, tmp_path: Path, case: str) -> None:
         config.write_text(config.read_text().replace("scan:\n", "scan:\n  timeout_s: 1\n"))
     out = tmp_path / "out"
     result = run_cli("scan", "code", "--config", config, "--out", out,
-                     env={"CI_ML_BANDIT": str(tool)})
+                     env={"CI_ML_TOOL_BANDIT": str(tool)})
     assert result.code == 3, result.output
     found = scan_result(out, "code")
     assert found["status"] == "error" and found["findings"] == []
@@ -67,7 +67,7 @@ def test_broken_bandit(planted: Path, tmp_path: Path, case: str) -> None:
 
 def test_failed_scan_is_not_cached(planted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {"CI_ML_BANDIT": str(_fake_tool(tmp_path, "bandit", CASES["garbage"]))}
+    env = {"CI_ML_TOOL_BANDIT": str(_fake_tool(tmp_path, "bandit", CASES["garbage"]))}
     for _ in range(2):
         result = run_cli("scan", "code", "--config", planted / "ci-ml.yaml", "--out", out,
                          env=env)
@@ -83,7 +83,7 @@ def test_other_tools_fail_closed(planted: Path, tmp_path: Path, scanner: str,
     out = tmp_path / "out"
     fake = _fake_tool(tmp_path, tool, CASES["garbage"])
     result = run_cli("scan", scanner, "--config", planted / "ci-ml.yaml", "--out", out,
-                     env={f"CI_ML_{tool.upper().replace('-', '_')}": str(fake)})
+                     env={f"CI_ML_TOOL_{tool.upper().replace('-', '_')}": str(fake)})
     assert result.code == 3, result.output
     found = scan_result(out, scanner)
     assert found["status"] == "error" and "not JSON" in found["error"]

@@ -48,7 +48,7 @@ def test_deps_online_uses_pip_audits_default_service(planted: Path, tmp_path: Pa
                      code=1)
     out = tmp_path / "out"
     result = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out,
-                     env={"CI_ML_PIP_AUDIT": str(tool)})
+                     env={"CI_ML_TOOL_PIP_AUDIT": str(tool)})
     assert result.code == 0, result.output
     (argv,) = _calls(tmp_path, "pip-audit")
     assert argv[:2] == ["-r", str((planted / "requirements.txt").resolve())]
@@ -69,7 +69,7 @@ def test_image_online_uses_trivys_vulnerability_db(planted: Path, tmp_path: Path
     archive.write_bytes(b"not read by the stand-in")
     out = tmp_path / "out"
     result = run_cli("scan", "image", "--config", planted / "ci-ml.yaml", "--out", out,
-                     "--input", archive, env={"CI_ML_TRIVY": str(tool)})
+                     "--input", archive, env={"CI_ML_TOOL_TRIVY": str(tool)})
     assert result.code == 0, result.output
     sbom_call, json_call = _calls(tmp_path, "trivy")
     assert sbom_call[:3] == ["image", "--input", str(archive)]

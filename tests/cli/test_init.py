@@ -1,0 +1,61 @@
+"""`ci-ml init` on a real project layout: from zero to a first `ci-ml run`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import EXAMPLE, run_cli
+
+
+def _project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "data").mkdir(parents=True)
+    for name in ("train.csv", "test.csv"):
+        shutil.copy(EXAMPLE / "data" / name, root / "data" / name)
+    shutil.copytree(EXAMPLE / "src", root / "src")
+    return root
+
+
+def test_init_writes_a_valid_commented_config_that_runs(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    result = run_cli("init", str(root))
+    assert result.code == 0, result.output
+    text = (root / "ci-ml.yaml").read_text()
+    assert text.startswith("# ci-ml configuration")
+    doc = yaml.safe_load(text)
+    assert doc["data"] == {"train": "data/train.csv", "test": "data/test.csv", "target": "label",
+                           "scale": 1.0, "normalize": "standard"}
+    run = run_cli("run", "--out", "out", cwd=root)
+    assert run.code == 0, run.output
+    assert (root / "out" / "decision.json").is_file()
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    assert run_cli("init", str(root)).code == 0
+    before = (root / "ci-ml.yaml").read_text()
+    result = run_cli("init", str(root))
+    assert result.code == 2
+    assert "already exists" in result.stderr
+    assert (root / "ci-ml.yaml").read_text() == before
+
+
+def test_init_target_option_and_bad_target(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    result = run_cli("init", str(root), "--target", "nope")
+    assert result.code == 2 and "no column 'nope'" in result.stderr
+    assert not (root / "ci-ml.yaml").exists()
+    assert run_cli("init", str(root), "--target", "px0").code == 0
+    assert yaml.safe_load((root / "ci-ml.yaml").read_text())["data"]["target"] == "px0"
+
+
+def test_init_without_a_train_test_pair(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    (root / "all.csv").write_text("a,b\n1,2\n")
+    result = run_cli("init", str(root))
+    assert result.code == 2
+    assert "needs a training and a test CSV" in result.stderr
