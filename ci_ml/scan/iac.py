@@ -30,6 +30,10 @@ class IacScanner(Scanner):
     def command(self, request: ScanRequest, target: Path) -> list[str]:
         scanners = "misconfig,secret" if request.options.get("secrets", True) else "misconfig"
         skips = [*sorted(IGNORED_DIRS), *request.options.get("exclude", ())]
+        for skip in request.options.get("skip_paths", ()):   # the out dir, if it is inside
+            resolved, base = Path(skip).resolve(), target.resolve()
+            if resolved != base and resolved.is_relative_to(base):
+                skips.append(resolved.relative_to(base).as_posix())
         cmd = ["fs", "--format", "json", "--scanners", scanners, "--skip-check-update"]
         for skip in skips:
             cmd += ["--skip-dirs", skip]

@@ -144,7 +144,9 @@ class ScanResult:
     targets: tuple[str, ...] = ()
     # What the scan could not cover although it ran (e.g. OS packages with no offline data).
     notes: tuple[str, ...] = ()
-    started_at: str | None = None    # UTC, ISO 8601 to the second
+    # Optional, UTC ISO 8601 to the second. The scan steps leave them unset so that equal
+    # findings give byte-identical results (the result's hash keys downstream caches).
+    started_at: str | None = None
     finished_at: str | None = None
 
     @property

@@ -9,16 +9,16 @@ advisory directory) is caught by ``preflight`` before anything runs (exit 2).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ci_ml.config import Config
 from ci_ml.errors import ConfigError, InputError
-from ci_ml.fsutil import atomic_write_json
+from ci_ml.fsutil import atomic_write_json, hash_path, iter_files, sha256_file
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 from ci_ml.scan.interface import ScanError, ScanRequest, ScanResult, ScanStatus, Severity
 from ci_ml.scan.registry import SCANNERS
@@ -66,7 +66,8 @@ def _iac_request(config: Config, ctx: StepContext | None) -> ScanRequest:
     return ScanRequest(root=config.root,
                        targets=tuple(config.resolve(p) for p in section["paths"]),
                        options={"exclude": list(section["exclude"]),
-                                "secrets": bool(section["secrets"]), **_common(config)})
+                                "secrets": bool(section["secrets"]),
+                                "skip_paths": (ctx.out_dir,) if ctx else (), **_common(config)})
 
 
 def _image_request(config: Config, ctx: StepContext | None) -> ScanRequest:
@@ -105,7 +106,7 @@ SCAN_TITLES: dict[str, str] = {
     "image": "trivy on the container image",
     "model": "model files that run code when loaded",
 }
-SCAN_AFTER: dict[str, tuple[str, ...]] = {"model": ("prune",)}
+SCAN_AFTER: dict[str, tuple[str, ...]] = {"model": ("train", "prune")}
 EXTRA_OUTPUTS: dict[str, tuple[str, ...]] = {"image": (IMAGE_SBOM,)}
 
 
@@ -180,20 +181,32 @@ def summarize(result: ScanResult) -> str:
     return f"{len(result.findings)} finding(s)" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def run_scan(scanner_name: str, request: ScanRequest) -> ScanResult:
-    """Run one scanner; a tool failure becomes a "did not run" result, never an empty one."""
+    """Run one scanner; a tool failure becomes a "did not run" result, never an empty one.
+
+    No timestamps are stamped on the result: scans/<name>.json must be identical when
+    the findings are, because its hash is part of the gate's cache key.
+    """
     scanner = SCANNERS[scanner_name]()
-    started = _now()
     try:
-        result = scanner.scan(request)
+        return scanner.scan(request)
     except ScanError as exc:
-        return ScanResult.failed(scanner_name, scanner.tool, exc.message, started_at=started,
-                                 finished_at=_now())
-    return replace(result, started_at=started, finished_at=_now())
+        return ScanResult.failed(scanner_name, scanner.tool, exc.message)
+
+
+def _label(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+
+
+def _hash_tree(path: Path, skip: Path) -> str:
+    """hash_path of a directory without one of its subtrees (the out dir)."""
+    digest = hashlib.sha256()
+    for file in iter_files(path):
+        if file.resolve().is_relative_to(skip):
+            continue
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(sha256_file(file).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _image_id(name: str) -> str:
@@ -229,11 +242,26 @@ class ScanStep(Step):
             version = scanner.tool_version()
         except ScanError:
             version = "missing"  # the run itself reports the failure
-        files = list(req.targets)
+        # Keys must not depend on where the project or --out live (laptop vs CI): inputs in
+        # the project are hashed under their relative names; model artifacts in --out are
+        # covered by the train/prune output hashes (``after``); anything else outside the
+        # project (an advisory mirror, an image archive) by its content hash alone.
+        files: list[Path] = []
         extra: dict[str, str] = {}
+        root, out = ctx.config.root.resolve(), ctx.out_dir.resolve()
+        for i, target in enumerate(req.targets):
+            resolved = target.resolve()
+            if resolved.is_relative_to(out):
+                continue
+            if out.is_relative_to(resolved):   # e.g. iac over "." with --out inside the project
+                extra[f"tree{i}:{_label(resolved, root)}"] = _hash_tree(resolved, skip=out)
+            elif resolved.is_relative_to(root):
+                files.append(target)
+            else:
+                extra[f"input{i}:{target.name}"] = hash_path(target)
         advisories = req.options.get("advisories", False)
         if isinstance(advisories, Path):
-            files.append(advisories)
+            extra["advisories"] = hash_path(advisories)
         elif advisories is None:
             # Online advisory services change daily: an online result is reused that day only.
             extra["online_day"] = dt.datetime.now(dt.UTC).date().isoformat()

@@ -99,3 +99,31 @@ def test_reports_cover_every_scan_present_in_out(planted: Path, tmp_path: Path) 
     findings = json.loads((out / "findings.json").read_text())
     assert set(findings["scans"]) == {"code", "deps"}
     assert findings["counts"]["high"] == 1 and findings["waivers"] is None
+
+
+def _keys(out: Path) -> dict[str, str]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {s["name"]: s["key"] for s in manifest["steps"]}
+
+
+def test_cache_keys_do_not_depend_on_where_the_project_lives(planted: Path,
+                                                             tmp_path: Path) -> None:
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "deeper"
+    moved.mkdir(parents=True)
+    shutil.copytree(planted, moved / "planted")
+    (moved / "advisories").symlink_to(planted.parent / "advisories")
+    keys = []
+    for project in (planted, moved / "planted"):
+        out = project / "ci-ml-out"                         # --out inside the project
+        for scanner in ("deps", "iac"):
+            result = run_cli("scan", scanner, "--config", project / "ci-ml.yaml", "--out", out)
+            assert result.code == 0, result.output
+        keys.append(_keys(out))
+        again = run_cli("scan", "iac", "--config", project / "ci-ml.yaml", "--out", out)
+        assert "1 cached" in again.stdout                   # its own reports did not change it
+        assert not any("ci-ml-out" in str(f["location"].get("path"))
+                       for f in scan_result(out, "iac")["findings"])
+    assert keys[0]["scan-deps"] == keys[1]["scan-deps"]
+    assert keys[0]["scan-iac"] == keys[1]["scan-iac"]
