@@ -44,23 +44,33 @@ def short_description(finding: Finding) -> str:
 
 
 def _uri(path: str) -> str:
-    return quote(path.lstrip("/"), safe="/:@-._~")
+    # A relative reference: ':' is encoded so "app:1" or "C:x" never reads as a URI scheme.
+    return quote(path.lstrip("/"), safe="/@-._~")
 
 
 def _location(finding: Finding) -> dict[str, Any] | None:
     loc = finding.location
-    uri = loc.path or loc.image or loc.url
-    if not uri:
+    if loc.path or loc.image:
+        uri = _uri(loc.path or loc.image or "")
+    elif loc.url:
+        uri = loc.url
+    else:
         return None
-    physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(uri)}}
-    if loc.path:
+    physical: dict[str, Any] = {"artifactLocation": {"uri": uri}}
+    if loc.path and not loc.image:
+        # Project files are relative to the project root; paths inside an image are not.
         physical["artifactLocation"]["uriBaseId"] = "%SRCROOT%"
-        if loc.line:
-            physical["region"] = {"startLine": loc.line}
+    if loc.path and loc.line:
+        physical["region"] = {"startLine": loc.line}
     out: dict[str, Any] = {"physicalLocation": physical}
-    logical = loc.package and (f"{loc.package}@{loc.version}" if loc.version else loc.package)
+    logical = []
+    if loc.package:
+        name = f"{loc.package}@{loc.version}" if loc.version else loc.package
+        logical.append({"name": name, "kind": "package"})
+    if loc.image:
+        logical.append({"name": loc.image, "kind": "image"})
     if logical:
-        out["logicalLocations"] = [{"name": logical, "kind": "package"}]
+        out["logicalLocations"] = logical
     return out
 
 

@@ -65,8 +65,14 @@ def run_tool(
 
 
 def last_line(text: str) -> str:
+    """The most telling line of a tool's error output: the last one that says fatal or
+    error (trivy's FATAL line comes before its list of causes), else the last line."""
     lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no output"
+    if not lines:
+        return "no output"
+    telling = [ln for ln in lines if "fatal" in ln.lower()] or [
+        ln for ln in lines if "error" in ln.lower()]
+    return (telling[-1] if telling else lines[-1])[:300]
 
 
 def parse_json_output(text: str, tool: str, stderr: str = "") -> Any:

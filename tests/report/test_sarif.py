@@ -53,7 +53,9 @@ def test_locations_levels_and_package_details() -> None:
     assert iac["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == \
         "deploy/my%20app.yaml"
     config = next(r for r in runs["image"]["results"] if r["ruleId"] == "DS-0002")
-    assert config["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "app:1"
+    assert config["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "app%3A1"
+    dast = runs["dast"]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert dast["uri"] == "http://127.0.0.1:8080/predict?x=1"
     assert {r["level"] for r in runs["model"]["results"]} == {"error"}
 
 

@@ -127,3 +127,15 @@ def test_cache_keys_do_not_depend_on_where_the_project_lives(planted: Path,
                        for f in scan_result(out, "iac")["findings"])
     assert keys[0]["scan-deps"] == keys[1]["scan-deps"]
     assert keys[0]["scan-iac"] == keys[1]["scan-iac"]
+
+
+def test_url_requirements_are_reported_as_not_audited(planted: Path, tmp_path: Path) -> None:
+    (planted / "requirements.txt").write_text(
+        "requests==2.19.0\nfoo @ https://example.com/foo-1.0-py3-none-any.whl\n")
+    out = tmp_path / "out"
+    result = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out)
+    assert result.code == 0, result.output
+    skipped = [f for f in scan_result(out, "deps")["findings"] if f["id"] == "CIML-D001"]
+    assert [(f["severity"], f["location"]["package"], f["location"]["line"]) for f in skipped] \
+        == [("info", "foo", 2)]
+    assert_reports_valid(out)

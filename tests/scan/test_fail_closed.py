@@ -88,3 +88,14 @@ def test_other_tools_fail_closed(planted: Path, tmp_path: Path, scanner: str,
     found = scan_result(out, scanner)
     assert found["status"] == "error" and "not JSON" in found["error"]
     assert_reports_valid(out)
+
+
+def test_image_that_cannot_be_found_did_not_run(planted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("scan", "image", "--config", planted / "ci-ml.yaml", "--out", out,
+                     "--image", "ci-ml-test/no-such-image:0")
+    assert result.code == 3, result.output
+    found = scan_result(out, "image")
+    assert found["status"] == "error" and "unable to find the specified image" in found["error"]
+    assert json.loads((out / "gl-container-scanning-report.json").read_text())["scan"][
+        "status"] == "failure"
