@@ -11,6 +11,7 @@ import click
 
 from ci_ml.cli.common import common_options, print_run
 from ci_ml.config import load_config
+from ci_ml.scan.registry import SCANNERS
 
 SEVERITIES = click.Choice(["critical", "high", "medium", "low", "info"], case_sensitive=False)
 
@@ -123,5 +124,19 @@ def model(config_path: Path | None, out_dir: Path, quiet: bool, force: bool,
     _run("model", config_path, out_dir, quiet, force, fail_on, waivers,
          {"paths": tuple(_abs(p) for p in paths)})
 
+
+def _add_generic(name: str) -> None:
+    """A plain ``ci-ml scan <name>`` for a registered scanner without its own options."""
+
+    @scan.command(name, help=f"Run the {name} scan (configured under scan.{name}).")
+    @_scan_options
+    def command(config_path: Path | None, out_dir: Path, quiet: bool, force: bool,
+                waivers: Path | None, fail_on: str | None) -> None:
+        _run(name, config_path, out_dir, quiet, force, fail_on, waivers, {})
+
+
+for _name in SCANNERS:
+    if _name not in scan.commands:
+        _add_generic(_name)
 
 COMMANDS = (scan,)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ci_ml.scan.interface import Confidence, Finding, Location, ScanResult, ScanStatus, Severity
-from ci_ml.scan.waivers import Scope, Waiver, apply_waivers
+from ci_ml.scan.waivers import Scope, Waiver, WaiverReport, apply_waivers
 
 T0, T1 = "2025-06-01T10:00:00", "2025-06-01T10:00:05"
 
@@ -80,7 +80,7 @@ def failed(scanner: str, tool: str) -> ScanResult:
                              started_at=T0, finished_at=T1)
 
 
-def waiver_report(scans: dict[str, ScanResult]):  # type: ignore[no-untyped-def]
+def waiver_report(scans: dict[str, ScanResult]) -> WaiverReport:
     waiver = Waiver("CVE-2018-18074", Scope("package", "requests"), "alice", "not reachable",
                     dt.date(2030, 1, 1))
     return apply_waivers([f for r in scans.values() for f in r.findings], [waiver],
