@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import os
 import re
@@ -100,6 +99,8 @@ def _version_cached(path: str, mtime_ns: int, name: str, python_dist: str | None
     # A Python console script beside our interpreter belongs to this environment: its
     # distribution's metadata is the version, without starting the tool (~0.15 s each).
     if python_dist and Path(path).parent == Path(sys.executable).parent:
+        import importlib.metadata
+
         try:
             return importlib.metadata.version(python_dist)
         except importlib.metadata.PackageNotFoundError:
