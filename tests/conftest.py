@@ -43,6 +43,8 @@ def example_project(tmp_path: Path) -> Path:
     """A private copy of the bundled example, with its own cache directory."""
     dest = tmp_path / "example"
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".ci-ml-cache", "__pycache__"))
+    # The example audits its pins against ../advisories/pypa-vulns (the vendored OSV mirror).
+    (tmp_path / "advisories").symlink_to(FIXTURES / "advisories", target_is_directory=True)
     return dest
 
 

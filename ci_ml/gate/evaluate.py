@@ -221,7 +221,7 @@ def _count(findings: Iterable[Finding]) -> dict[str, Counter[Severity]]:
 
 def _finding_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]:
     kept = _count(report.kept)
-    waived = _count(f for f, _ in report.suppressed)
+    waived = _count(s.finding for s in report.suppressed)
     total_kept: Counter[Severity] = sum(kept.values(), Counter())
     total_waived: Counter[Severity] = sum(waived.values(), Counter())
     rules = _budget_rules("findings", "", policy.findings, total_kept, total_waived)
@@ -232,12 +232,13 @@ def _finding_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult
 
 
 def _waiver_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]:
-    if not report.expired:
+    expired = report.uncovered_expired
+    if not expired:
         return [RuleResult("waivers.expired", "waivers", PASS,
                            "no expired waiver left a finding uncovered", [], [])]
-    ids = [w.id for w in report.expired]
+    ids = [w.id for w in expired]
     listing = ", ".join(f"{w.id} (owner {w.owner}, expired {w.expires.isoformat()})"
-                        for w in report.expired)
+                        for w in expired)
     outcome = BLOCK if policy.expired_waivers_block else PASS
     tail = "" if policy.expired_waivers_block else " (policy: warn only)"
     return [RuleResult("waivers.expired", "waivers", outcome,

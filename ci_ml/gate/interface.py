@@ -169,12 +169,13 @@ class Decision:
             return {"applied": [], "expired": [], "expiring_soon": [], "stale": [],
                     "suppressed_findings": 0}
         uses: dict[int, tuple[Waiver, int]] = {}
-        for _, w in report.suppressed:
+        for s in report.suppressed:
+            w = s.waiver
             uses[id(w)] = (w, uses.get(id(w), (w, 0))[1] + 1)
         return {
             "applied": [{**w.to_json(), "findings": n} for w, n in uses.values()],
-            "expired": [w.to_json() for w in report.expired],
-            "expiring_soon": [w.to_json() for w in report.expiring_soon],
+            "expired": [w.to_json() for w in report.uncovered_expired],
+            "expiring_soon": [w.to_json() for w in report.expiring],
             "stale": [w.to_json() for w in report.stale],
             "suppressed_findings": len(report.suppressed),
         }

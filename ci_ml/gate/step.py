@@ -22,14 +22,18 @@ from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome,
 from ci_ml.registry.backends import open_registry
 from ci_ml.registry.interface import STAGES, ModelIdentity, RegistryState
 from ci_ml.report.findings import findings_document
+from ci_ml.report.gitlab import FILE_NAMES as GITLAB_FILE_NAMES
 from ci_ml.report.html import MetricPoint, render_html
 from ci_ml.report.junit import render_junit
 from ci_ml.report.markdown import render_summary
+from ci_ml.report.security import SARIF_NAME, write_security_reports
+from ci_ml.scan.command import configured_waivers as scan_waivers
 from ci_ml.scan.registry import SCANNERS
 from ci_ml.scan.step import load_scan_results
-from ci_ml.scan.waivers import Waiver, load_waivers
+from ci_ml.scan.waivers import Waiver
 
-GATE_OUTPUTS = ("findings.json", "decision.json", "summary.md", "junit.xml", "report.html")
+GATE_OUTPUTS = ("findings.json", "decision.json", "summary.md", "junit.xml", "report.html",
+                SARIF_NAME, *GITLAB_FILE_NAMES.values())
 SCAN_STEPS = tuple(f"scan-{name}" for name in SCANNERS)
 
 
@@ -48,8 +52,7 @@ def waivers_path(config: Config) -> Path | None:
 
 
 def configured_waivers(config: Config) -> tuple[Waiver, ...]:
-    path = waivers_path(config)
-    return load_waivers(path) if path else ()
+    return scan_waivers(config) or ()
 
 
 def stage_models(state: RegistryState) -> dict[str, StageModel]:
@@ -107,6 +110,8 @@ def write_reports(ctx: StepContext, decision: Decision, evidence: Evidence, poli
     atomic_write_text(ctx.output("junit.xml"), render_junit(decision))
     atomic_write_text(ctx.output("report.html"),
                       render_html(decision, evidence, policy, metric_history(state, evidence)))
+    # SARIF for GitHub code scanning and the GitLab security reports, waivers applied.
+    write_security_reports(ctx.staging, evidence.scans, decision.waivers)
 
 
 class GateStep(Step):

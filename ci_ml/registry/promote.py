@@ -123,7 +123,7 @@ def promote(config: Config, out_dir: Path, stage: str, *, force: bool, reason: s
         waivers = list((decision.get("waivers") or {}).get("applied", []))
     else:
         today = datetime.date.today()
-        waivers = [w.to_json() for w in configured_waivers(config) if w.in_force(today)]
+        waivers = [w.to_json() for w in configured_waivers(config) if not w.expired(today)]
     evidence = {name: out_dir / name for name in EVIDENCE_FILES if (out_dir / name).is_file()}
     context = {
         "findings": _findings_summary(findings),

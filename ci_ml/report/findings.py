@@ -23,7 +23,7 @@ def findings_document(scans: Mapping[str, ScanResult],
                       waivers: WaiverReport | None = None) -> dict[str, Any]:
     """``counts`` is every finding; ``counts_after_waivers`` what the budgets weigh. A waived
     finding carries ``waived_by`` (the waiver's id)."""
-    waived_by = {id(f): w.id for f, w in waivers.suppressed} if waivers else {}
+    waived_by = {id(s.finding): s.waiver.id for s in waivers.suppressed} if waivers else {}
     findings = []
     for name in sorted(scans):
         for f in scans[name].findings:

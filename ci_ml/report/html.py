@@ -126,7 +126,7 @@ def findings_plot(decision: Decision, evidence: Evidence) -> str | None:
     if decision.waivers is not None:
         for f in decision.waivers.kept:
             kept.setdefault(f.scanner, Counter())[f.severity] += 1
-        waived.update(f.scanner for f, _ in decision.waivers.suppressed)
+        waived.update(s.finding.scanner for s in decision.waivers.suppressed)
     if not any(kept.values()) and not waived:
         return None
     fig = _figure(6.4, 0.6 + 0.5 * len(scanners))

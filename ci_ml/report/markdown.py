@@ -83,7 +83,7 @@ def _findings_section(decision: Decision, evidence: Evidence) -> list[str]:
     if decision.waivers is not None:
         for f in decision.waivers.kept:
             kept.setdefault(f.scanner, Counter())[f.severity] += 1
-        waived.update(f.scanner for f, _ in decision.waivers.suppressed)
+        waived.update(s.finding.scanner for s in decision.waivers.suppressed)
     shown = list(SHOWN_SEVERITIES)
     if any(c[Severity.UNKNOWN] for c in kept.values()):
         shown.append(Severity.UNKNOWN)
@@ -107,9 +107,7 @@ def _findings_section(decision: Decision, evidence: Evidence) -> list[str]:
 
 
 def _waiver_line(w: Waiver, today: datetime.date | None = None) -> str:
-    scope = ", ".join(f"{k} `{v}`" for k, v in (("package", w.package), ("path", w.path),
-                                                 ("image", w.image)) if v)
-    where = f" ({scope})" if scope else ""
+    where = f" ({w.scope.kind} `{w.scope.value}`)"
     left = ""
     if today is not None and w.expires >= today:
         n = (w.expires - today).days
@@ -120,19 +118,19 @@ def _waiver_line(w: Waiver, today: datetime.date | None = None) -> str:
 
 def _waivers_section(decision: Decision) -> list[str]:
     report = decision.waivers
-    if report is None or not (report.suppressed or report.expired or report.expiring_soon
+    if report is None or not (report.suppressed or report.expired or report.expiring
                               or report.stale):
         return []
     lines = ["### Waivers", ""]
-    if report.expired:
+    if report.uncovered_expired:
         lines.append("Expired (the findings they covered count again):")
-        lines += [_waiver_line(w) for w in report.expired]
+        lines += [_waiver_line(w) for w in report.uncovered_expired]
         lines.append("")
-    if report.expiring_soon:
+    if report.expiring:
         lines.append("Expiring within 14 days:")
-        lines += [_waiver_line(w, decision.today) for w in report.expiring_soon]
+        lines += [_waiver_line(w, decision.today) for w in report.expiring]
         lines.append("")
-    n_waivers = len({id(w) for _, w in report.suppressed})
+    n_waivers = len({id(s.waiver) for s in report.suppressed})
     lines.append(f"{len(report.suppressed)} finding(s) waived by {n_waivers} waiver(s)"
                  + (f"; {len(report.stale)} waiver(s) match nothing and can go"
                     if report.stale else "") + ".")

@@ -16,7 +16,7 @@ from ci_ml.scan.interface import (
     ScanStatus,
     Severity,
 )
-from ci_ml.scan.tool import find_tool, parse_json_output, run_tool, version_of
+from ci_ml.scan.tool import DEFAULT_TIMEOUT_S, find_tool, parse_json_output, run_tool, tool_version
 
 
 def _relative(path: str, root: Path) -> str:
@@ -31,8 +31,7 @@ class BanditScanner(Scanner):
     tool: ClassVar[str] = "bandit"
 
     def tool_version(self) -> str:
-        line = version_of([find_tool("bandit"), "--version"], "bandit")
-        return line.split()[1] if len(line.split()) > 1 else line
+        return tool_version("bandit", "bandit")
 
     def command(self, request: ScanRequest) -> list[str]:
         cmd = [find_tool("bandit"), "-r", "-f", "json", "-q"]
@@ -46,9 +45,11 @@ class BanditScanner(Scanner):
         if missing:
             raise ScanError(f"bandit: path to scan does not exist: {missing[0]}")
         # bandit exits 1 when it found issues: that is a successful scan.
-        proc = run_tool(self.command(request), tool="bandit", ok_codes=(0, 1), cwd=request.root)
-        report = parse_json_output(proc.stdout, "bandit")
-        if not isinstance(report, dict) or "results" not in report:
+        timeout = float(request.options.get("timeout", DEFAULT_TIMEOUT_S))
+        proc = run_tool(self.command(request), tool="bandit", ok_codes=(0, 1), cwd=request.root,
+                        timeout=timeout)
+        report = parse_json_output(proc.stdout, "bandit", proc.stderr)
+        if not isinstance(report, dict) or not isinstance(report.get("results"), list):
             raise ScanError("bandit: JSON report has no 'results'; the scan did not run")
         errors = report.get("errors") or []
         if errors:

@@ -8,6 +8,7 @@ and every tool failure into ``ScanError``. A scan that did not run is a
 from __future__ import annotations
 
 import enum
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Location:
     image: str | None = None
     layer: str | None = None
     url: str | None = None
+    digest: str | None = None   # image digest (sha256:...): a waiver scope, not part of identity
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -95,7 +97,7 @@ class Finding:
     aliases: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Stable across runs: what it is and where, not when it was seen or its line number
         alone (a line shifts when code above it changes; the path and rule do not)."""
@@ -140,12 +142,24 @@ class ScanResult:
     tool_version: str = ""
     error: str | None = None
     targets: tuple[str, ...] = ()
+    # What the scan could not cover although it ran (e.g. OS packages with no offline data).
+    notes: tuple[str, ...] = ()
+    # Optional, UTC ISO 8601 to the second. The scan steps leave them unset so that equal
+    # findings give byte-identical results (the result's hash keys downstream caches).
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.status is ScanStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {
             "scanner": self.scanner, "status": self.status.value, "tool": self.tool,
             "tool_version": self.tool_version, "error": self.error,
-            "targets": list(self.targets), "findings": [f.to_json() for f in self.findings],
+            "targets": list(self.targets), "notes": list(self.notes),
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "findings": [f.to_json() for f in self.findings],
         }
 
     @classmethod
@@ -155,11 +169,15 @@ class ScanResult:
             findings=tuple(Finding.from_json(f) for f in data.get("findings", ())),
             tool=str(data.get("tool", "")), tool_version=str(data.get("tool_version", "")),
             error=data.get("error"), targets=tuple(data.get("targets", ())),
+            notes=tuple(data.get("notes", ())), started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
         )
 
     @classmethod
-    def failed(cls, scanner: str, tool: str, error: str) -> ScanResult:
-        return cls(scanner=scanner, status=ScanStatus.ERROR, tool=tool, error=error)
+    def failed(cls, scanner: str, tool: str, error: str, *, started_at: str | None = None,
+               finished_at: str | None = None) -> ScanResult:
+        return cls(scanner=scanner, status=ScanStatus.ERROR, tool=tool, error=error,
+                   started_at=started_at, finished_at=finished_at)
 
 
 class ScanError(ToolError):

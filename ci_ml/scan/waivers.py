@@ -1,152 +1,286 @@
-"""Waivers: a finding accepted for a while, with a scope, an owner, a reason and an expiry.
+"""Waivers: a finding accepted on purpose, for one scope, by a named owner, until a date.
 
-MINIMAL STAND-IN written on the ``gate`` branch against the agreed contract so the
-gate can be built and tested; the scan developer's module replaces this one.
+The same rules for every scanner. A waiver names a finding id (or one of its
+aliases, e.g. a CVE) and exactly one scope:
+- ``package: NAME`` or ``package: NAME@VERSION`` (dependency and image packages),
+- ``path: FILE``, a glob (``src/legacy/*.py``) or a directory (``deploy/``),
+- ``image: sha256:DIGEST`` (the image ID trivy reports).
+``scanner:`` optionally narrows it further. A waiver suppresses matching
+findings through its ``expires`` date; from the day after, it stops
+suppressing and is reported as expired. A waiver that matches nothing is
+reported as stale, and one expiring within 14 days as expiring.
 
-Contract: frozen ``Waiver``, ``load_waivers(path)``, and pure
-``apply_waivers(findings, waivers, today) -> WaiverReport``. A waiver is in force
-through its ``expires`` date (inclusive) and lapses the day after.
+Example ``waivers.yaml``::
+
+    waivers:
+      - id: PYSEC-2018-28
+        package: requests
+        owner: alice@example.com
+        reason: the service never follows redirects to http
+        expires: 2025-03-31
 """
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.utils import canonicalize_name
 
-from ci_ml.errors import InputError
+from ci_ml.errors import ConfigError
 from ci_ml.scan.interface import Finding
 
-EXPIRING_SOON_DAYS = 14
+SCOPES = ("package", "path", "image")
+SCANNER_NAMES = ("code", "deps", "image", "iac", "model", "dast")
+KNOWN_KEYS = frozenset({"id", *SCOPES, "owner", "reason", "expires", "scanner"})
+EXPIRY_WARNING_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: str      # package | path | image
+    value: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.value}"
 
 
 @dataclass(frozen=True)
 class Waiver:
-    id: str                     # the finding id, rule or alias it accepts (B602, PYSEC-...)
-    package: str | None
-    path: str | None            # a glob over the finding's path
-    image: str | None
+    id: str
+    scope: Scope
     owner: str
     reason: str
-    expires: datetime.date
+    expires: dt.date
+    scanner: str | None = None
+    entry: int = 0         # position in the waivers file, for messages
+    source: str = ""       # the waivers file
 
-    def in_force(self, today: datetime.date) -> bool:
-        return today <= self.expires
+    def describe(self) -> str:
+        return f"{self.id} ({self.scope.describe()}, owner {self.owner}, expires {self.expires})"
+
+    def expired(self, today: dt.date) -> bool:
+        return today > self.expires
 
     def matches(self, finding: Finding) -> bool:
-        if self.id != finding.id and self.id != finding.rule and self.id not in finding.aliases:
+        if self.scanner is not None and finding.scanner != self.scanner:
+            return False
+        wanted = self.id.casefold()
+        names = {finding.id.casefold(), *(a.casefold() for a in finding.aliases)}
+        if wanted not in names:
             return False
         loc = finding.location
-        if self.package is not None and self.package != loc.package:
-            return False
-        if self.path is not None and (loc.path is None or not fnmatch.fnmatchcase(loc.path,
-                                                                                self.path)):
-            return False
-        return self.image is None or self.image == loc.image
+        if self.scope.kind == "package":
+            name, _, version = self.scope.value.partition("@")
+            return (loc.package is not None
+                    and canonicalize_name(loc.package) == canonicalize_name(name)
+                    and (not version or loc.version == version))
+        if self.scope.kind == "path":
+            return loc.path is not None and _path_matches(loc.path, self.scope.value)
+        return loc.digest is not None and _digest(loc.digest) == _digest(self.scope.value)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "package": self.package, "path": self.path, "image": self.image,
-                "owner": self.owner, "reason": self.reason, "expires": self.expires.isoformat()}
+        return {"id": self.id, self.scope.kind: self.scope.value, "owner": self.owner,
+                "reason": self.reason, "expires": self.expires.isoformat(),
+                "scanner": self.scanner, "entry": self.entry}
+
+
+def _digest(value: str) -> str:
+    value = value.strip().lower()
+    return value if value.startswith("sha256:") else f"sha256:{value}"
+
+
+def _strip_dot(path: str) -> str:
+    while path.startswith("./"):
+        path = path[2:]
+    return "" if path == "." else path
+
+
+def _path_matches(path: str, pattern: str) -> bool:
+    path, pattern = _strip_dot(path), _strip_dot(pattern)
+    if not pattern:
+        return True
+    if pattern.endswith("/"):
+        return path.startswith(pattern)
+    return path == pattern or fnmatch.fnmatchcase(path, pattern)
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    finding: Finding
+    waiver: Waiver
+
+    def to_json(self) -> dict[str, Any]:
+        return {"finding": self.finding.to_json(), "waiver": self.waiver.to_json()}
+
+
+@dataclass(frozen=True)
+class ExpiredWaiver:
+    waiver: Waiver
+    findings: tuple[Finding, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"waiver": self.waiver.to_json(),
+                "findings": [f.fingerprint for f in self.findings]}
 
 
 @dataclass(frozen=True)
 class WaiverReport:
     kept: tuple[Finding, ...]
-    suppressed: tuple[tuple[Finding, Waiver], ...]
-    expired: tuple[Waiver, ...]        # lapsed waivers that would have matched a finding
-    stale: tuple[Waiver, ...]          # waivers that match no finding at all
-    expiring_soon: tuple[Waiver, ...]  # in force, lapsing within EXPIRING_SOON_DAYS
+    suppressed: tuple[Suppressed, ...]
+    expired: tuple[ExpiredWaiver, ...]
+    stale: tuple[Waiver, ...]
+    expiring: tuple[Waiver, ...]
+    today: dt.date
+
+    @property
+    def suppressed_fingerprints(self) -> frozenset[str]:
+        return frozenset(s.finding.fingerprint for s in self.suppressed)
+
+    @property
+    def uncovered_expired(self) -> tuple[Waiver, ...]:
+        """Expired waivers that leave a finding uncovered: renewing a waiver by adding a new
+        entry for the same finding keeps the old, expired entry from blocking."""
+        kept = {f.fingerprint for f in self.kept}
+        return tuple(e.waiver for e in self.expired
+                     if any(f.fingerprint in kept for f in e.findings))
+
+    def waiver_for(self, finding: Finding) -> Waiver | None:
+        fp = finding.fingerprint
+        return next((s.waiver for s in self.suppressed if s.finding.fingerprint == fp), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "today": self.today.isoformat(),
+            "kept": len(self.kept),
+            "suppressed": [s.to_json() for s in self.suppressed],
+            "expired": [e.to_json() for e in self.expired],
+            "stale": [w.to_json() for w in self.stale],
+            "expiring": [w.to_json() for w in self.expiring],
+        }
+
+    def messages(self) -> list[str]:
+        """One line per thing a person should act on: expired, stale and expiring waivers."""
+        out = [f"waiver expired: {e.waiver.describe()}; no longer suppresses "
+               f"{len(e.findings)} finding(s)" for e in self.expired]
+        out += [f"waiver stale (matches nothing): {w.describe()}" for w in self.stale]
+        out += [f"waiver expiring soon: {w.describe()}" for w in self.expiring]
+        return out
 
 
-def _field(entry: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
-    value = entry.get(key)
-    if value is None:
-        if required:
-            raise InputError(f"{where}: missing required key '{key}'")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}.{key}: expected a non-empty string, got {value!r}")
-    return value.strip()
+def apply_waivers(findings: Iterable[Finding], waivers: Sequence[Waiver],
+                  today: dt.date) -> WaiverReport:
+    """Split findings into kept and suppressed; report expired, stale and expiring waivers."""
+    kept: list[Finding] = []
+    suppressed: list[Suppressed] = []
+    hits: dict[int, list[Finding]] = {i: [] for i in range(len(waivers))}
+    for finding in findings:
+        active: Waiver | None = None
+        for i, waiver in enumerate(waivers):
+            if waiver.matches(finding):
+                hits[i].append(finding)
+                if active is None and not waiver.expired(today):
+                    active = waiver
+        if active is None:
+            kept.append(finding)
+        else:
+            suppressed.append(Suppressed(finding, active))
+    expired = tuple(ExpiredWaiver(w, tuple(hits[i])) for i, w in enumerate(waivers)
+                    if w.expired(today) and hits[i])
+    stale = tuple(w for i, w in enumerate(waivers) if not hits[i])
+    horizon = today + dt.timedelta(days=EXPIRY_WARNING_DAYS)
+    expiring = tuple(w for w in waivers if not w.expired(today) and w.expires <= horizon)
+    return WaiverReport(tuple(kept), tuple(suppressed), expired, stale, expiring, today)
 
 
 def load_waivers(path: Path) -> tuple[Waiver, ...]:
+    """Read and validate a waivers file; ConfigError names the file and the bad entry."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a waivers YAML file")
     try:
-        doc = yaml.safe_load(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
     except FileNotFoundError as exc:
-        raise InputError(f"{path}: waivers file not found") from exc
+        raise ConfigError(f"{path}: waivers file not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read waivers file: {exc}") from exc
+        raise ConfigError(f"{path}: cannot read waivers file: {exc}") from exc
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: YAML syntax error in waivers file") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}YAML syntax error: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
     if doc is None:
         return ()
-    entries = doc.get("waivers") if isinstance(doc, dict) else None
+    entries = doc.get("waivers") if isinstance(doc, Mapping) else doc
+    if isinstance(doc, Mapping) and set(doc) - {"waivers"}:
+        extra = sorted(set(doc) - {"waivers"})[0]
+        raise ConfigError(f"{path}: unknown top-level key '{extra}' (expected 'waivers')")
+    if entries is None:
+        return ()
     if not isinstance(entries, list):
-        raise InputError(f"{path}: expected a mapping with a 'waivers' list")
-    out = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: waivers[{i}]"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: expected a mapping")
-        expires = entry.get("expires")
-        if isinstance(expires, str):
-            try:
-                expires = datetime.date.fromisoformat(expires)
-            except ValueError as exc:
-                raise InputError(f"{where}.expires: not a date (YYYY-MM-DD): {expires!r}") from exc
-        if isinstance(expires, datetime.datetime):
-            expires = expires.date()
-        if not isinstance(expires, datetime.date):
-            raise InputError(f"{where}.expires: expected a date (YYYY-MM-DD), got {expires!r}")
-        out.append(Waiver(
-            id=str(_field(entry, "id", where)), package=_field(entry, "package", where, False),
-            path=_field(entry, "path", where, False), image=_field(entry, "image", where, False),
-            owner=str(_field(entry, "owner", where)), reason=str(_field(entry, "reason", where)),
-            expires=expires,
-        ))
-    return tuple(out)
-
-
-def apply_waivers(findings: Iterable[Finding], waivers: Iterable[Waiver],
-                  today: datetime.date) -> WaiverReport:
-    waivers = tuple(waivers)
-    # Index by the id a waiver names, so 50,000 findings cost one dict probe each, not a scan.
-    by_key: dict[str, list[Waiver]] = {}
+        raise ConfigError(f"{path}: 'waivers' must be a list of waivers")
+    waivers = tuple(_waiver(path, i, entry) for i, entry in enumerate(entries))
+    seen: dict[tuple[str, Scope, str | None], int] = {}
     for w in waivers:
-        by_key.setdefault(w.id, []).append(w)
-    kept: list[Finding] = []
-    suppressed: list[tuple[Finding, Waiver]] = []
-    matched: set[int] = set()
-    expired: dict[int, Waiver] = {}
-    for f in findings:
-        candidates: list[Waiver] = []
-        for key in (f.id, f.rule, *f.aliases):
-            candidates.extend(by_key.get(key, ()))
-        active = None
-        lapsed: list[Waiver] = []
-        for w in candidates:
-            if w.matches(f):
-                matched.add(id(w))
-                if w.in_force(today):
-                    active = active or w
-                else:
-                    lapsed.append(w)
-        if active is None:
-            kept.append(f)
-            # Only a lapsed waiver that was this finding's last cover is news: a renewed
-            # waiver beside the old entry keeps the finding accepted.
-            expired.update((id(w), w) for w in lapsed)
-        else:
-            suppressed.append((f, active))
-    soon = today + datetime.timedelta(days=EXPIRING_SOON_DAYS)
-    return WaiverReport(
-        kept=tuple(kept), suppressed=tuple(suppressed),
-        expired=tuple(w for w in waivers if id(w) in expired),
-        stale=tuple(w for w in waivers if id(w) not in matched),
-        expiring_soon=tuple(w for w in waivers if w.in_force(today) and w.expires <= soon),
-    )
+        key = (w.id.casefold(), w.scope, w.scanner)
+        if key in seen:
+            raise ConfigError(f"{path}: waivers[{w.entry}] ({w.id}): duplicates "
+                              f"waivers[{seen[key]}]")
+        seen[key] = w.entry
+    return waivers
+
+
+def _waiver(path: Path, index: int, entry: Any) -> Waiver:
+    label = f"{path}: waivers[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{label}: must be a mapping with id, a scope, owner, reason, expires")
+    wid = entry.get("id")
+    if isinstance(wid, str) and wid.strip():
+        label += f" ({wid.strip()})"
+    unknown = sorted(str(k) for k in entry if k not in KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"{label}: unknown key '{unknown[0]}' "
+                          f"(expected: {', '.join(sorted(KNOWN_KEYS))})")
+    if not isinstance(wid, str) or not wid.strip():
+        raise ConfigError(f"{label}: missing 'id' (the finding id or alias to waive)")
+    scopes = [k for k in SCOPES if entry.get(k) is not None]
+    if len(scopes) != 1:
+        got = " and ".join(scopes) if scopes else "none"
+        raise ConfigError(f"{label}: needs exactly one scope of package, path or image "
+                          f"(got {got})")
+    value = entry[scopes[0]]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{label}: '{scopes[0]}' must be a non-empty string")
+    for key in ("owner", "reason"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise ConfigError(f"{label}: missing '{key}' (every waiver needs an owner, "
+                              "a reason and an expiry date)")
+    scanner = entry.get("scanner")
+    if scanner is not None and scanner not in SCANNER_NAMES:
+        raise ConfigError(f"{label}: 'scanner' must be one of {', '.join(SCANNER_NAMES)}, "
+                          f"got {scanner!r}")
+    return Waiver(id=wid.strip(), scope=Scope(scopes[0], value.strip()),
+                  owner=entry["owner"].strip(), reason=entry["reason"].strip(),
+                  expires=_date(label, entry.get("expires")), scanner=scanner, entry=index,
+                  source=str(path))
+
+
+def _date(label: str, value: Any) -> dt.date:
+    if value is None:
+        raise ConfigError(f"{label}: missing 'expires' (a date, YYYY-MM-DD)")
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{label}: 'expires' must be a date YYYY-MM-DD, got {value!r}")
