@@ -27,10 +27,10 @@ from ci_ml.report.html import MetricPoint, render_html
 from ci_ml.report.junit import render_junit
 from ci_ml.report.markdown import render_summary
 from ci_ml.report.security import SARIF_NAME, write_security_reports
-from ci_ml.scan.command import configured_waivers as scan_waivers
 from ci_ml.scan.registry import SCANNERS
 from ci_ml.scan.step import load_scan_results
 from ci_ml.scan.waivers import Waiver
+from ci_ml.scan.waivers import configured_waivers as scan_waivers
 
 GATE_OUTPUTS = ("findings.json", "decision.json", "summary.md", "junit.xml", "report.html",
                 SARIF_NAME, *GITLAB_FILE_NAMES.values())

@@ -29,7 +29,7 @@ from ci_ml.report.scan_summary import (
 from ci_ml.report.security import write_security_reports
 from ci_ml.scan.interface import ScanResult, Severity
 from ci_ml.scan.step import present_scan_results
-from ci_ml.scan.waivers import Waiver, WaiverReport, apply_waivers, load_waivers
+from ci_ml.scan.waivers import Waiver, WaiverReport, apply_waivers, configured_waivers
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,6 @@ def with_overrides(config: Config, scanner: str, overrides: Mapping[str, Any]) -
         section["image"] = None
     validate(data, config.path)
     return Config(path=config.path, data=data)
-
-
-def configured_waivers(config: Config) -> tuple[Waiver, ...] | None:
-    """The waivers file's entries (None if none is configured); ConfigError if it is malformed."""
-    path = config.section("scan")["waivers"]
-    return load_waivers(config.resolve(str(path))) if path else None
 
 
 def write_scan_reports(out_dir: Path, scans: Mapping[str, ScanResult],

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from packaging.utils import canonicalize_name
 
+from ci_ml.config import Config
 from ci_ml.errors import ConfigError
 from ci_ml.scan.interface import Finding
 
@@ -284,3 +285,9 @@ def _date(label: str, value: Any) -> dt.date:
         except ValueError:
             pass
     raise ConfigError(f"{label}: 'expires' must be a date YYYY-MM-DD, got {value!r}")
+
+
+def configured_waivers(config: Config) -> tuple[Waiver, ...] | None:
+    """The waivers file's entries (None if none is configured); ConfigError if it is malformed."""
+    path = config.section("scan")["waivers"]
+    return load_waivers(config.resolve(str(path))) if path else None
