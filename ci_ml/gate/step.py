@@ -18,6 +18,7 @@ from ci_ml.errors import InputError
 from ci_ml.fsutil import atomic_write_json, atomic_write_text
 from ci_ml.gate.evaluate import evaluate
 from ci_ml.gate.interface import Decision, Evidence, StageModel, StagePolicy
+from ci_ml.model.steps import served_metrics_path
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 from ci_ml.registry.backends import open_registry
 from ci_ml.registry.interface import STAGES, ModelIdentity, RegistryState
@@ -69,7 +70,7 @@ def gather_evidence(config: Config, out_dir: Path, today: datetime.date | None =
     state = state if state is not None else open_registry(config).state()
     identity = ModelIdentity.try_from_out_dir(out_dir)
     return Evidence(
-        metrics=_read_json(out_dir / "metrics.json") or {},
+        metrics=_read_json(served_metrics_path(out_dir)) or {},
         data_report=_read_json(out_dir / "data-report.json"),
         scans=load_scan_results(out_dir, list(SCANNERS)),
         waivers=configured_waivers(config),

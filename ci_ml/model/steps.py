@@ -149,7 +149,8 @@ class PruneStep(Step):
     name = "prune"
     title = "prune, export to ONNX, parity check"
     after = ("train",)
-    version = "2"
+    # 3: pruned/metrics.json (the shipped model's own metrics) joined the outputs.
+    version = "3"
 
     def preflight(self, config: Config) -> None:
         from ci_ml.model.prune import PruneSettings
@@ -175,6 +176,7 @@ class PruneStep(Step):
         from ci_ml.model.export import export_onnx, onnx_files
         from ci_ml.model.persist import SPEC, load_model, save_model
         from ci_ml.model.prune import PruneSettings, prune_model, save_pruned, write_prune_report
+        from ci_ml.model.train import evaluate_model
 
         section = ctx.config.section("prune")
         model, card = load_model(ctx.artifact(MODEL_DIR))
@@ -209,6 +211,9 @@ class PruneStep(Step):
             atomic_write_json(out / SPEC, card.to_json())
         else:
             save_model(result.model, card, out)
+        # The gate and the registry judge the model that ships, so it gets its own metrics.
+        atomic_write_json(out / METRICS, {"model": "pruned" if result.pruned else "trained",
+                                          **evaluate_model(result.model, test, bundle.classes)})
         assert result.onnx_path is not None
         for src in onnx_files(result.onnx_path):
             # The served file is always model.onnx (its external data keeps its own name).
@@ -242,6 +247,12 @@ def _served_stats(result: Any) -> dict[str, Any]:
         "accuracy_drop": round(comp.accuracy_drop, 4) if result.pruned else 0.0,
         "latency_ms": {f"b{b}": round(us / 1000.0, 6) for b, us in sorted(stats.latency_us.items())},
     }
+
+
+def served_metrics_path(out_dir: Path) -> Path:
+    """The metrics of the model that ships: the pruned one's if prune wrote them."""
+    pruned = out_dir / PRUNED_DIR / METRICS
+    return pruned if pruned.is_file() else out_dir / METRICS
 
 
 def read_metrics(out_dir: Path) -> dict[str, object]:

@@ -25,6 +25,7 @@ from ci_ml.errors import BlockedError, InputError, UsageError
 from ci_ml.fsutil import sha256_file
 from ci_ml.gate.interface import policy_digest
 from ci_ml.gate.step import configured_waivers
+from ci_ml.model.steps import served_metrics_path
 from ci_ml.registry.backends import open_registry
 from ci_ml.registry.interface import (
     HistoryEntry,
@@ -116,7 +117,7 @@ def promote(config: Config, out_dir: Path, stage: str, *, force: bool, reason: s
     key_path = signing_key_path(config)
     if key_path is not None and key_is_exposed(key_path):
         reporter.warn(f"{key_path}: signing key is readable by group/others (chmod 600 it)")
-    metrics = _read_json(out_dir / "metrics.json") or {}
+    metrics = _read_json(served_metrics_path(out_dir)) or {}
     data_report = _read_json(out_dir / "data-report.json") or {}
     findings = _read_json(out_dir / "findings.json")
     if decision is not None:
