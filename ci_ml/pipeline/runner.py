@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -263,6 +264,17 @@ def plan_steps(steps: Sequence[type[Step]], config: Config, out_dir: Path, stagi
     will_run: set[str] = set()
     declared: dict[str, StepInputs] = {}
     predicted: dict[str, dict[str, str]] = {}
+    # Declaring inputs must not write into --out (a preflight may still refuse the run).
+    with tempfile.TemporaryDirectory(prefix="ci-ml-plan-") as scratch:
+        _plan_into(steps, config, out_dir, Path(scratch), stage, force, cache, reporter,
+                   will_run, declared, predicted)
+    return Plan(frozenset(will_run), declared)
+
+
+def _plan_into(steps: Sequence[type[Step]], config: Config, out_dir: Path, staging_root: Path,
+               stage: str, force: bool, cache: StepCache, reporter: Reporter,
+               will_run: set[str], declared: dict[str, StepInputs],
+               predicted: dict[str, dict[str, str]]) -> None:
     for step_cls in steps:
         step = step_cls()
         if not step.enabled(config):
@@ -279,7 +291,6 @@ def plan_steps(steps: Sequence[type[Step]], config: Config, out_dir: Path, stagi
             will_run.add(step.name)
         else:
             predicted[step.name] = hashes
-    return Plan(frozenset(will_run), declared)
 
 
 def _write_manifest(path: Path, config: Config, stage: str, records: Sequence[StepRecord],

@@ -8,7 +8,7 @@ from typing import Any
 from ci_ml.gate.evaluate import evaluate
 from ci_ml.gate.interface import Evidence, Outcome, StageModel, StagePolicy
 from ci_ml.scan.interface import Finding, Location, ScanResult, ScanStatus, Severity
-from ci_ml.scan.waivers import Waiver, apply_waivers
+from ci_ml.scan.waivers import Scope, Suppressed, Waiver, apply_waivers
 
 TODAY = datetime.date(2025, 6, 1)
 DIGEST = "sha256:" + "a" * 64
@@ -123,15 +123,15 @@ def test_a_failed_scan_blocks_even_when_not_required() -> None:
 
 def test_waivers_suppress_expire_and_renew() -> None:
     f = finding("code", Severity.HIGH, "B602", "src/x.py")
-    old = Waiver("B602", None, "src/*.py", None, "me", "r", datetime.date(2025, 5, 1))
-    new = Waiver("B602", None, "src/x.py", None, "me", "r", datetime.date(2025, 6, 10))
+    old = Waiver("B602", Scope("path", "src/*.py"), "me", "r", datetime.date(2025, 5, 1))
+    new = Waiver("B602", Scope("path", "src/x.py"), "me", "r", datetime.date(2025, 6, 10))
     pol = policy(findings={"high": 0})
     d = evaluate(evidence(scans=scans(f), waivers=(old,)), pol)
     assert {r.rule for r in d.blocking} == {"findings.high", "waivers.expired"}
     # A renewed waiver next to the old entry covers the finding: nothing blocks.
     d = evaluate(evidence(scans=scans(f), waivers=(old, new)), pol)
     assert d.passed
-    assert d.waivers is not None and d.waivers.expiring_soon == (new,)
+    assert d.waivers is not None and d.waivers.expiring == (new,)
     # The waiver lapses the day after its expiry date.
     later = evidence(scans=scans(f), waivers=(new,), today=datetime.date(2025, 6, 11))
     assert not evaluate(later, pol).passed
@@ -142,10 +142,10 @@ def test_waivers_suppress_expire_and_renew() -> None:
 def test_waiver_scope_package_and_aliases() -> None:
     f = Finding("PYSEC-1", "PYSEC-1", "deps", Severity.HIGH, "t",
                 Location(package="requests", version="2.0"), aliases=("CVE-2024-1",))
-    other = Waiver("CVE-2024-1", "urllib3", None, None, "me", "r", datetime.date(2099, 1, 1))
-    right = Waiver("CVE-2024-1", "requests", None, None, "me", "r", datetime.date(2099, 1, 1))
+    other = Waiver("CVE-2024-1", Scope("package", "urllib3"), "me", "r", datetime.date(2099, 1, 1))
+    right = Waiver("CVE-2024-1", Scope("package", "requests"), "me", "r", datetime.date(2099, 1, 1))
     report = apply_waivers([f], [other, right], TODAY)
-    assert report.suppressed == ((f, right),) and report.stale == (other,)
+    assert report.suppressed == (Suppressed(f, right),) and report.stale == (other,)
 
 
 def test_decision_json_lists_every_rule_with_numbers() -> None:

@@ -12,7 +12,7 @@ from ci_ml.report.html import MetricPoint, render_html
 from ci_ml.report.junit import render_junit
 from ci_ml.report.markdown import render_summary
 from ci_ml.scan.interface import Finding, Location, ScanResult, ScanStatus, Severity
-from ci_ml.scan.waivers import Waiver
+from ci_ml.scan.waivers import Scope, Waiver
 
 TODAY = datetime.date(2025, 6, 1)
 PRUNE = {"base": {"latency_ms": {"b1": 0.40, "b256": 12.0}, "onnx_bytes": 400_000},
@@ -26,7 +26,7 @@ PRUNE = {"base": {"latency_ms": {"b1": 0.40, "b256": 12.0}, "onnx_bytes": 400_00
 def scenario() -> tuple[Evidence, StagePolicy]:
     findings = (Finding("B602", "B602", "code", Severity.HIGH, "shell", Location(path="a.py")),
                 Finding("B101", "B101", "code", Severity.LOW, "assert", Location(path="b.py")))
-    waiver = Waiver("B602", None, "a.py", None, "sec", "constant command",
+    waiver = Waiver("B602", Scope("path", "a.py"), "sec", "constant command",
                     TODAY + datetime.timedelta(days=3))
     prod = StageModel("production", 2, "sha256:" + "c" * 64, {"accuracy": 0.97, "loss": 0.1})
     ev = Evidence(metrics={"accuracy": 0.95, "loss": 0.2, "samples": 360},

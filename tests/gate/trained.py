@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import EXAMPLE, run_cli
+from tests.conftest import EXAMPLE, FIXTURES, run_cli
 
 
 def edit_config(project: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -34,9 +34,17 @@ def _fast(doc: dict[str, Any]) -> None:
         doc["policy"][stage]["metrics"] = {"accuracy": {"min": 0.5}}
 
 
+def link_advisories(project: Path) -> None:
+    """The example audits its pins against ../advisories/pypa-vulns (the vendored OSV mirror)."""
+    link = project.parent / "advisories"
+    if not link.exists():
+        link.symlink_to(FIXTURES / "advisories", target_is_directory=True)
+
+
 def train_project(dest: Path) -> Path:
     """Copy the example to ``dest``, shrink training, run the whole pipeline into ``out``."""
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".ci-ml-cache", "__pycache__"))
+    link_advisories(dest)
     edit_config(dest, _fast)
     result = run_cli("run", "--config", dest / "ci-ml.yaml", "--out", dest / "out", "-q")
     assert result.code == 0, result.output
@@ -58,6 +66,7 @@ def shared_trained_project(base_temp: Path) -> Path:
 
 def clone(trained: Path, dest: Path) -> Path:
     shutil.copytree(trained, dest, symlinks=True)
+    link_advisories(dest)
     return dest
 
 
