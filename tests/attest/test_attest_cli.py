@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ci_ml.model.steps import served_metrics_path
 from tests.gate.trained import cli, edit_config
 
 REGISTRY = Path(".ci-ml") / "registry"
@@ -79,7 +80,7 @@ def test_statement_binds_model_data_metrics_findings_policy_and_commit(project: 
     decision = json.loads((out / "decision.json").read_text())
     assert pred["model_digest"] == decision["model"]["digest"]
     assert pred["data"] == json.loads((out / "data-report.json").read_text())["sha256"]
-    assert pred["metrics"]["accuracy"] == json.loads((out / "metrics.json").read_text())[
+    assert pred["metrics"]["accuracy"] == json.loads(served_metrics_path(out).read_text())[
         "accuracy"]
     assert pred["findings"]["counts"] == json.loads((out / "findings.json").read_text())[
         "counts"]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ci_ml.model.steps import served_metrics_path
 from tests.gate.trained import cli, days, edit_config
 
 SHELL_CODE = '''import subprocess
@@ -65,11 +66,12 @@ def test_blocks_on_metric_regression(project: Path) -> None:
     assert cli(project, "gate", "--stage", "staging").code == 0
     promoted = cli(project, "promote", "--stage", "staging")
     assert promoted.code == 0, promoted.output
-    baseline = json.loads((project / "out" / "metrics.json").read_text())["accuracy"]
+    baseline = json.loads(served_metrics_path(project / "out").read_text())["accuracy"]
 
     def worse_model(doc: dict[str, Any]) -> None:
         doc["train"]["epochs"] = 1
         doc["train"]["learning_rate"] = 0.00001  # barely moves from random weights
+        doc["prune"]["enabled"] = False  # fine-tuning after pruning would repair it
         doc["policy"]["staging"]["metrics"] = {"accuracy": {"min": 0.0}}
         doc["policy"]["staging"]["regression"] = {"accuracy": {"tolerance": 0.01},
                                                   "loss": {"direction": "lower",
@@ -196,7 +198,7 @@ def test_bad_waivers_file_is_a_usage_error(project: Path) -> None:
     assert result.code == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("error: ")
-    assert "waivers[0]: missing required key 'reason'" in lines[0]
+    assert "waivers.yaml: waivers[0] (B602): needs exactly one scope" in lines[0]
     assert (project / "out" / "decision.json").read_bytes() == before
 
 

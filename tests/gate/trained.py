@@ -30,6 +30,7 @@ def edit_config(project: Path, change: Callable[[dict[str, Any]], None]) -> None
 def _fast(doc: dict[str, Any]) -> None:
     doc["train"]["epochs"] = 2
     doc["model"]["params"]["channels"] = [8, 16, 16]
+    doc["prune"].update({"ratio": 0.5, "steps": 1, "finetune_epochs": 1, "latency_rounds": 3})
     for stage in ("staging", "production"):
         doc["policy"][stage]["metrics"] = {"accuracy": {"min": 0.5}}
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ci_ml.model.steps import served_metrics_path
 from tests.conftest import REPO, run_cli
 from tests.gate.trained import cli, edit_config, variant
 
@@ -79,7 +80,7 @@ def test_promote_records_version_history_and_files(project: Path) -> None:
     idx = index(project)
     (version,) = idx["versions"]
     assert version["metrics"]["accuracy"] == json.loads(
-        (project / "out" / "metrics.json").read_text())["accuracy"]
+        served_metrics_path(project / "out").read_text())["accuracy"]
     data = json.loads((project / "out" / "data-report.json").read_text())["sha256"]
     assert version["data"] == data
     blobs = project / ".ci-ml" / "registry" / "blobs" / "sha256"
