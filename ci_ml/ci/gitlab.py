@@ -66,8 +66,9 @@ class GitLabTarget(CiTarget):
         published = plan.settings["gitlab"]["components"]
         if published is None:
             return f"- local: {VENDORED_DIR}/{step}.yml"
-        return (f"- project: {published['project']}\n  ref: {published['ref']}\n"
-                f"  file: /{PUBLISHED_DIR}/{step}.yml")
+        # Continuation lines carry no indent: the template indents them under the `-`.
+        return (f"- project: {published['project']}\nref: {published['ref']}\n"
+                f"file: /{PUBLISHED_DIR}/{step}.yml")
 
     def pipeline_files(self, plan: PipelinePlan) -> list[GeneratedFile]:
         ci = plan.settings

@@ -1,0 +1,123 @@
+"""The generated GitHub workflow, run for real in act on the example project.
+
+act runs the jobs on this host (self-hosted platform). Remote actions (setup-python,
+cache, artifacts, SARIF upload) are skipped there by ``!env.ACT``; the jobs hand
+their results on through the step cache (CI_ML_CACHE) and the out dir (CI_ML_OUT),
+both host directories, as jobs on one self-hosted runner would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.ci.clients import ActRun, ci_ml_wrapper, ci_project, generate, run_act, steps_counts
+from tests.conftest import run_cli
+
+# One act run serves several tests: keep them on one xdist worker (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("act")]
+
+BRANCH_JOBS = {"data-check", "train", "prune", "scan-code", "gate-staging"}
+PRODUCTION_ONLY = {"gate-production"}
+
+
+@dataclass(frozen=True)
+class Setup:
+    repo: Path
+    work: Path
+    bin_dir: Path
+    cache: Path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    work = tmp_path_factory.mktemp("act")
+    repo = ci_project(work)
+    generate(repo, "github")
+    return Setup(repo, work, ci_ml_wrapper(work / "bin"), work / "step-cache")
+
+
+@pytest.fixture(scope="module")
+def branch_run(setup: Setup) -> ActRun:
+    """A push to main with an empty step cache: every step really runs once."""
+    return run_act(setup.repo, setup.work, setup.bin_dir, cache=setup.cache,
+                   out=setup.work / "out-main")
+
+
+def test_every_job_of_a_push_to_main_passes(branch_run: ActRun) -> None:
+    assert branch_run.returncode == 0, branch_run.raw[-4000:]
+    assert branch_run.results == {job: "success" for job in BRANCH_JOBS}
+
+
+def test_jobs_run_the_ci_ml_commands_in_order_and_reuse_earlier_steps(branch_run: ActRun) -> None:
+    # The first job of each chain computes its step; later jobs restore what they need.
+    assert steps_counts(branch_run.logs["data-check"]) == (1, 0)
+    assert steps_counts(branch_run.logs["train"]) == (2, 1)
+    assert steps_counts(branch_run.logs["prune"]) == (3, 2)
+    assert steps_counts(branch_run.logs["scan-code"]) == (1, 0)
+    assert steps_counts(branch_run.logs["gate-staging"]) == (5, 4)
+    assert any("ci-ml gate: pass" in line for line in branch_run.logs["gate-staging"])
+
+
+def test_remote_actions_are_skipped_under_act(branch_run: ActRun) -> None:
+    assert "placeholder for a remote action ran" not in branch_run.raw
+
+
+def test_artifacts_and_reports_exist(setup: Setup, branch_run: ActRun) -> None:
+    out = setup.work / "out-main"
+    for name in ("data-report.json", "metrics.json", "prune-report.json", "scans/code.json",
+                 "findings.json", "decision.json", "junit.xml", "summary.md", "manifest.json"):
+        assert (out / name).is_file(), name
+    assert (out / "model").is_dir() and (out / "pruned").is_dir()
+    decision = json.loads((out / "decision.json").read_text())
+    assert decision["stage"] == "staging" and decision["decision"] == "pass"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["steps"]] == [
+        "data-check", "train", "prune", "scan-code", "gate"]
+
+
+def test_the_gate_summary_is_the_job_summary(setup: Setup, branch_run: ActRun) -> None:
+    summary = (setup.work / "out-main" / "summary.md").read_text()
+    assert summary.startswith("## ci-ml gate: PASS for staging")
+    assert summary.strip() in "\n".join(branch_run.summaries["gate-staging"])
+    for job in BRANCH_JOBS - {"gate-staging"}:
+        assert "(exit code 0)" in "\n".join(branch_run.summaries[job]), job
+
+
+def test_a_release_tag_runs_the_production_gate(setup: Setup, branch_run: ActRun) -> None:
+    tag = run_act(setup.repo, setup.work, setup.bin_dir, cache=setup.cache,
+                  out=setup.work / "out-tag", tag="v1.0.0")
+    assert tag.returncode == 0, tag.raw[-4000:]
+    expected = (BRANCH_JOBS - {"gate-staging"}) | PRODUCTION_ONLY
+    assert tag.results == {job: "success" for job in expected}
+    decision = json.loads((setup.work / "out-tag" / "decision.json").read_text())
+    assert decision["stage"] == "production" and decision["decision"] == "pass"
+    # Same inputs as the branch run: everything but the production gate comes from the cache.
+    assert steps_counts(tag.logs["gate-production"]) == (5, 4)
+
+
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
+    """`ci-ml run` on a laptop and the CI jobs compute the same step-cache keys."""
+    repo = ci_project(tmp_path)
+    generate(repo, "github")
+    cache = tmp_path / "shared-cache"
+    local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
+                    env={"CI_ML_CACHE": str(cache)})
+    assert local.code == 0, local.output
+    assert "steps: 5 run, 0 cached" in local.stdout
+
+    run = run_act(repo, tmp_path, ci_ml_wrapper(tmp_path / "bin"), cache=cache,
+                  out=tmp_path / "ci-out")
+    assert run.returncode == 0, run.raw[-4000:]
+    assert run.results == {job: "success" for job in BRANCH_JOBS}
+    for job in BRANCH_JOBS:
+        ran, cached = steps_counts(run.logs[job]) or (0, -1)
+        assert ran == cached > 0, (job, run.logs[job][-5:])
+    manifest = json.loads((tmp_path / "ci-out" / "manifest.json").read_text())
+    local_manifest = json.loads((tmp_path / "local-out" / "manifest.json").read_text())
+    assert all(step["cached"] for step in manifest["steps"])
+    assert ({s["name"]: s["key"] for s in manifest["steps"]}
+            == {s["name"]: s["key"] for s in local_manifest["steps"]})

@@ -1,0 +1,106 @@
+"""The generated GitLab pipeline, run for real in gitlab-ci-local on the example project.
+
+gitlab-ci-local runs every job with the shell executor in its own copy of the
+repository (--shell-isolation) and hands artifacts from job to job through
+``needs:``, as GitLab does: the out dir and the step cache travel that way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ci_ml.ci.reports import GATE_DOTENV
+from tests.ci.clients import (
+    GitLabRun,
+    ci_ml_wrapper,
+    ci_project,
+    generate,
+    run_gitlab_ci_local,
+    steps_counts,
+)
+from tests.conftest import run_cli
+
+# One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
+
+JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code", "ci-ml-gate-staging"}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    repo: Path
+    run: GitLabRun
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A push to main, each job in its own build directory, nothing shared but artifacts."""
+    work = tmp_path_factory.mktemp("gitlab")
+    repo = ci_project(work)
+    generate(repo, "gitlab")
+    return Pipeline(repo, run_gitlab_ci_local(repo, ci_ml_wrapper(work / "bin")))
+
+
+def test_every_job_passes(pipeline: Pipeline) -> None:
+    assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
+    assert pipeline.run.results == {job: "PASS" for job in JOBS}
+
+
+def test_artifacts_carry_finished_steps_to_the_jobs_that_need_them(pipeline: Pipeline) -> None:
+    logs = pipeline.run.logs
+    assert steps_counts(logs["ci-ml-data-check"]) == (1, 0)
+    assert steps_counts(logs["ci-ml-train"]) == (2, 1)
+    assert steps_counts(logs["ci-ml-prune"]) == (3, 2)
+    assert steps_counts(logs["ci-ml-scan-code"]) == (1, 0)
+    assert steps_counts(logs["ci-ml-gate-staging"]) == (5, 4)
+
+
+def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
+    gate = pipeline.run.artifacts(pipeline.repo, "ci-ml-gate-staging") / "ci-ml-out"
+    for name in ("data-report.json", "metrics.json", "prune-report.json", "scans/code.json",
+                 "findings.json", "decision.json", "junit.xml", "summary.md", "manifest.json",
+                 GATE_DOTENV):
+        assert (gate / name).is_file(), name
+    # The junit and dotenv reports the gate job declares.
+    assert "<testsuite" in (gate / "junit.xml").read_text()
+    dotenv = dict(line.split("=", 1) for line in (gate / GATE_DOTENV).read_text().splitlines())
+    assert dotenv == {"CI_ML_DECISION": "pass", "CI_ML_STAGE": "staging",
+                      "CI_ML_GATE_EXIT_CODE": "0"}
+    scan = pipeline.run.artifacts(pipeline.repo, "ci-ml-scan-code") / "ci-ml-out"
+    assert json.loads((scan / "scans/code.json").read_text())["status"] == "ok"
+    # Each job's artifact also holds the step cache the next jobs restore from.
+    assert any((pipeline.run.artifacts(pipeline.repo, "ci-ml-train") / ".ci-ml-cache" / "train")
+               .iterdir())
+
+
+def test_a_release_tag_runs_only_the_production_gate(tmp_path: Path) -> None:
+    repo = ci_project(tmp_path)
+    generate(repo, "gitlab")
+    run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
+                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": "",
+                                         "CI_ML_CACHE": str(tmp_path / "cache")})
+    assert run.returncode == 0, run.raw[-4000:]
+    assert run.results == {job: "PASS" for job in
+                           (JOBS - {"ci-ml-gate-staging"}) | {"ci-ml-gate-production"}}
+    dotenv = (run.artifacts(repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV)
+    assert "CI_ML_STAGE=production" in dotenv.read_text()
+
+
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
+    repo = ci_project(tmp_path)
+    generate(repo, "gitlab")
+    cache = tmp_path / "shared-cache"
+    local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
+                    env={"CI_ML_CACHE": str(cache)})
+    assert local.code == 0, local.output
+    run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
+                              variables={"CI_ML_CACHE": str(cache)})
+    assert run.returncode == 0, run.raw[-4000:]
+    assert run.results == {job: "PASS" for job in JOBS}
+    for job in JOBS:
+        ran, cached = steps_counts(run.logs[job]) or (0, -1)
+        assert ran == cached > 0, (job, run.logs[job][-5:])

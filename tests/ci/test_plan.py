@@ -1,0 +1,90 @@
+"""The pipeline plan: which jobs exist, what they need and when they run, from the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ci_ml.ci.gitlab import release_regex
+from ci_ml.ci.interface import GenerateError, Trigger
+from ci_ml.ci.plan import build_plan
+from ci_ml.config import load_config
+from tests.conftest import EXAMPLE
+
+
+def plan_for(tmp_path: Path, **changes: object):  # type: ignore[no-untyped-def]
+    cfg = yaml.safe_load((EXAMPLE / "ci-ml.yaml").read_text())
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = tmp_path / "ci-ml.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return build_plan(load_config(path), tmp_path, Path("ci-ml-out"))
+
+
+def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    assert plan.job_ids == ("data-check", "train", "prune", "scan-code", "scan-deps",
+                            "scan-model", "gate-staging", "promote-staging", "gate-production",
+                            "promote-production")
+    assert plan.job("train").needs == ("data-check",)
+    assert plan.job("scan-code").needs == ()
+    assert plan.job("scan-model").needs == ("prune",)
+    evidence = ("data-check", "train", "prune", "scan-code", "scan-deps", "scan-model")
+    assert plan.job("gate-staging").needs == evidence
+    assert plan.job("gate-production").needs == evidence
+    assert plan.job("gate-staging").trigger is Trigger.NOT_RELEASE
+    assert plan.job("promote-staging").trigger is Trigger.DEFAULT_BRANCH
+    assert plan.job("promote-production").trigger is Trigger.RELEASE
+    assert plan.package == "ci-ml==0.1.0"
+
+
+def test_disabled_scanners_and_steps_have_no_job(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, scan__deps={"enabled": False}, scan__model={"enabled": False},
+                    prune={"enabled": False}, ci={"promote": False})
+    assert plan.job_ids == ("data-check", "train", "scan-code", "gate-staging",
+                            "gate-production")
+
+
+def test_image_and_dast_scans_need_the_model(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, scan__image={"enabled": True}, scan__dast={"enabled": True},
+                    prune={"enabled": False})
+    assert plan.job("scan-image").needs == ("train",) and plan.job("scan-image").build_image
+    assert plan.job("scan-dast").dast
+
+
+def test_cache_inputs_are_repository_relative_globs(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    plan = plan_for(tmp_path)
+    assert plan.paths.cache_inputs == ("ci-ml.yaml", "data/train.csv", "data/test.csv",
+                                       "src/**", "requirements.txt")
+    assert plan.paths.cache_key_files == ("ci-ml.yaml", "data/train.csv")
+    assert plan.paths.cache_dir == ".ci-ml-cache"
+
+
+def test_a_config_in_a_subdirectory_keeps_paths_relative_to_the_repository(tmp_path: Path
+                                                                           ) -> None:
+    project = tmp_path / "ml"
+    project.mkdir()
+    cfg = yaml.safe_load((EXAMPLE / "ci-ml.yaml").read_text())
+    (project / "ci-ml.yaml").write_text(yaml.safe_dump(cfg))
+    plan = build_plan(load_config(project / "ci-ml.yaml"), tmp_path, Path("build/ci"))
+    assert plan.paths.config == "ml/ci-ml.yaml"
+    assert plan.paths.cache_inputs[:2] == ("ml/ci-ml.yaml", "ml/data/train.csv")
+    assert plan.paths.cache_dir == "ml/.ci-ml-cache"
+    assert plan.paths.out == "build/ci"
+
+
+def test_values_that_a_ci_system_would_expand_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(GenerateError, match=r"data\.train.*cannot be written"):
+        plan_for(tmp_path, data__train="data/${{ github.token }}.csv")
+
+
+def test_release_tag_globs_become_gitlab_regexes() -> None:
+    assert release_regex("v*") == "/^v.*$/"
+    assert release_regex("release/1.*") == r"/^release\/1\..*$/"
