@@ -89,6 +89,21 @@ def client_env(bin_dir: Path) -> dict[str, str]:
     return env
 
 
+def enabled_steps(repo: Path, *only: str) -> list[str]:
+    """The steps a command runs (``only`` plus what it needs), as ci-ml selects them."""
+    from ci_ml.config import load_config
+    from ci_ml.pipeline.runner import select_steps
+
+    config = load_config(repo / "ci-ml.yaml")
+    return [s.name for s in select_steps(config, list(only) or None) if s().enabled(config)]
+
+
+def fresh_counts(repo: Path, step: str) -> tuple[int, int]:
+    """``steps: N run, M cached`` of a job whose own step is new and the rest restored."""
+    n = len(enabled_steps(repo, step))
+    return n, n - 1
+
+
 def steps_counts(lines: list[str]) -> tuple[int, int] | None:
     """ci-ml's closing ``steps: N run, M cached`` line in a job's log."""
     for line in reversed(lines):

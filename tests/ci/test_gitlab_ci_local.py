@@ -18,6 +18,7 @@ from tests.ci.clients import (
     GitLabRun,
     ci_ml_wrapper,
     ci_project,
+    fresh_counts,
     generate,
     run_gitlab_ci_local,
     steps_counts,
@@ -51,12 +52,11 @@ def test_every_job_passes(pipeline: Pipeline) -> None:
 
 
 def test_artifacts_carry_finished_steps_to_the_jobs_that_need_them(pipeline: Pipeline) -> None:
-    logs = pipeline.run.logs
-    assert steps_counts(logs["ci-ml-data-check"]) == (1, 0)
-    assert steps_counts(logs["ci-ml-train"]) == (2, 1)
-    assert steps_counts(logs["ci-ml-prune"]) == (3, 2)
-    assert steps_counts(logs["ci-ml-scan-code"]) == (1, 0)
-    assert steps_counts(logs["ci-ml-gate-staging"]) == (5, 4)
+    # Each job computes its own step and restores the ones before it from its artifacts.
+    for job, step in (("data-check", "data-check"), ("train", "train"), ("prune", "prune"),
+                      ("scan-code", "scan-code"), ("gate-staging", "gate")):
+        counts = steps_counts(pipeline.run.logs[f"ci-ml-{job}"])
+        assert counts == fresh_counts(pipeline.repo, step), job
 
 
 def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
@@ -77,30 +77,24 @@ def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
                .iterdir())
 
 
-def test_a_release_tag_runs_only_the_production_gate(tmp_path: Path) -> None:
-    repo = ci_project(tmp_path)
-    generate(repo, "gitlab")
-    run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
-                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": "",
-                                         "CI_ML_CACHE": str(tmp_path / "cache")})
-    assert run.returncode == 0, run.raw[-4000:]
-    assert run.results == {job: "PASS" for job in
-                           (JOBS - {"ci-ml-gate-staging"}) | {"ci-ml-gate-production"}}
-    dotenv = (run.artifacts(repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV)
-    assert "CI_ML_STAGE=production" in dotenv.read_text()
-
-
-def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
+def test_a_release_tag_reuses_the_steps_a_developer_ran_locally(tmp_path: Path) -> None:
+    """The tag pipeline, given the step cache of a local `ci-ml run --stage production`,
+    runs only the production gate among the gates, and every step is a cache hit."""
     repo = ci_project(tmp_path)
     generate(repo, "gitlab")
     cache = tmp_path / "shared-cache"
-    local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
-                    env={"CI_ML_CACHE": str(cache)})
+    local = run_cli("run", "--stage", "production", "--config", repo / "ci-ml.yaml",
+                    "--out", tmp_path / "local-out", env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
     run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
-                              variables={"CI_ML_CACHE": str(cache)})
+                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": "",
+                                         "CI_ML_CACHE": str(cache)})
     assert run.returncode == 0, run.raw[-4000:]
-    assert run.results == {job: "PASS" for job in JOBS}
-    for job in JOBS:
+    tag_jobs = (JOBS - {"ci-ml-gate-staging"}) | {"ci-ml-gate-production"}
+    assert run.results == {job: "PASS" for job in tag_jobs}
+    for job in tag_jobs:
         ran, cached = steps_counts(run.logs[job]) or (0, -1)
         assert ran == cached > 0, (job, run.logs[job][-5:])
+    dotenv = run.artifacts(repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
+    assert dotenv.read_text().splitlines() == [
+        "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]

@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from ci_ml.ci.gitlab import release_regex
-from ci_ml.ci.interface import GenerateError, Trigger
+from ci_ml.ci.interface import GenerateError, PipelinePlan, Trigger
 from ci_ml.ci.plan import build_plan
 from ci_ml.config import load_config
 from tests.conftest import EXAMPLE
 
 
-def plan_for(tmp_path: Path, **changes: object):  # type: ignore[no-untyped-def]
+def plan_for(tmp_path: Path, **changes: object) -> PipelinePlan:
     cfg = yaml.safe_load((EXAMPLE / "ci-ml.yaml").read_text())
     for dotted, value in changes.items():
         node = cfg
