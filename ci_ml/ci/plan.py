@@ -97,10 +97,11 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
         model_job = "prune"
     scan = config.section("scan")
     for scanner in SCANNER_ORDER:
-        if not scan[scanner]["enabled"]:
+        # A scanner the config schema does not know (yet) has no job.
+        if not scan.get(scanner, {}).get("enabled", False):
             continue
-        # Code and dependency scans read only the repository; the others need the model.
-        needs = () if scanner in ("code", "deps") else (model_job,)
+        # Code, dependency and IaC scans read only the repository; the others need the model.
+        needs = () if scanner in ("code", "deps", "iac") else (model_job,)
         jobs.append(Job(f"scan-{scanner}", "scan", f"scan {scanner}", needs=needs,
                         scanner=scanner, build_image=scanner == "image", dast=scanner == "dast"))
     evidence = tuple(j.id for j in jobs)

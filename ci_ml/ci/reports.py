@@ -12,6 +12,7 @@ GITLAB_REPORTS: dict[str, tuple[str, str]] = {
     "code": ("sast", "gl-sast-report.json"),
     "model": ("sast", "gl-sast-model-report.json"),
     "deps": ("dependency_scanning", "gl-dependency-scanning-report.json"),
+    "iac": ("sast", "gl-sast-iac-report.json"),
     "image": ("container_scanning", "gl-container-scanning-report.json"),
     "dast": ("dast", "gl-dast-report.json"),
 }

@@ -10,7 +10,7 @@ import yaml
 from ci_ml.ci.gitlab import release_regex
 from ci_ml.ci.interface import GenerateError, PipelinePlan, Trigger
 from ci_ml.ci.plan import build_plan
-from ci_ml.config import load_config
+from ci_ml.config import Config, load_config
 from tests.conftest import EXAMPLE
 
 
@@ -56,6 +56,16 @@ def test_image_and_dast_scans_need_the_model(tmp_path: Path) -> None:
                     prune={"enabled": False})
     assert plan.job("scan-image").needs == ("train",) and plan.job("scan-image").build_image
     assert plan.job("scan-dast").dast
+
+
+def test_a_scanner_unknown_to_the_config_schema_has_no_job_until_enabled(tmp_path: Path
+                                                                        ) -> None:
+    (tmp_path / "ci-ml.yaml").write_text((EXAMPLE / "ci-ml.yaml").read_text())
+    config = load_config(tmp_path / "ci-ml.yaml")
+    assert "scan-iac" not in build_plan(config, tmp_path, Path("out")).job_ids
+    data = {**config.data, "scan": {**config.section("scan"), "iac": {"enabled": True}}}
+    plan = build_plan(Config(config.path, data), tmp_path, Path("out"))
+    assert plan.job("scan-iac").needs == () and plan.job("scan-iac").scanner == "iac"
 
 
 def test_cache_inputs_are_repository_relative_globs(tmp_path: Path) -> None:
