@@ -46,7 +46,8 @@ def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
     """A git repository holding the example project, with a config fit for plumbing tests.
 
     Short training, a tiny CNN, and only the steps whose commands exist on this
-    branch (bandit's code scan; no dependency or model scan, no promotion).
+    branch: bandit's code scan (no dependency or model scan), promotion without
+    the deploy step (no `ci-ml deploy build` yet).
     """
     repo = root / "repo"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns(
@@ -59,10 +60,18 @@ def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
         cfg["policy"][stage]["metrics"] = {"accuracy": {"min": 0.5}}
     cfg["scan"]["deps"] = {"enabled": False}
     cfg["scan"]["model"] = {"enabled": False}
-    cfg["ci"] = {"promote": False, **(ci or {})}
+    cfg["ci"] = {"promote": True, "deploy": False, **(ci or {})}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     return repo
+
+
+def signing_key(directory: Path) -> Path:
+    """A fresh ed25519 key made by `ci-ml registry keygen` (PEM, mode 600)."""
+    key = directory / "signing.pem"
+    result = run_cli("registry", "keygen", key)
+    assert result.code == 0, result.output
+    return key
 
 
 def generate(repo: Path, target: str) -> None:
@@ -149,18 +158,24 @@ def action_placeholders(root: Path) -> list[str]:
 
 
 def run_act(repo: Path, work: Path, bin_dir: Path, *, cache: Path, out: Path,
-            tag: str | None = None) -> ActRun:
-    """Run the generated workflow as a push (to main, or of ``tag``) in act."""
+            tag: str | None = None, secrets: dict[str, str] | None = None) -> ActRun:
+    """Run the generated workflow as a push (to main, or of ``tag``) in act.
+
+    The model registry is a host directory too (the repository variable
+    CI_ML_REGISTRY), as persistent storage is for a real runner.
+    """
     args = [tool("act"), "push", "--json",
             "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode",
             "--action-cache-path", str(work / "act-cache"), "--no-cache-server",
             "--defaultbranch", "main",
             # One job at a time: on the host, the jobs share --out and the step cache.
             "--concurrent-jobs", "1",
-            "--var", "CI_ML_INSTALL=none",
+            "--var", "CI_ML_INSTALL=none", "--var", f"CI_ML_REGISTRY={work / 'registry'}",
             "--env", f"CI_ML_CACHE={cache}", "--env", f"CI_ML_OUT={out}",
             "--env", f"PATH={client_env(bin_dir)['PATH']}",
             *action_placeholders(work / "placeholders")]
+    for name, value in (secrets or {}).items():
+        args += ["--secret", f"{name}={value}"]
     if tag:
         event = work / "tag-event.json"
         event.write_text(json.dumps({"ref": f"refs/tags/{tag}", "ref_type": "tag"}))
@@ -200,8 +215,11 @@ class GitLabRun:
 
 def run_gitlab_ci_local(repo: Path, bin_dir: Path, *, variables: dict[str, str] | None = None
                         ) -> GitLabRun:
+    """Run the pipeline; the model registry is a host directory (the CI/CD variable
+    CI_ML_REGISTRY), as persistent storage is for a real runner."""
     args = [tool("gitlab-ci-local"), "--shell-isolation", "--force-shell-executor",
-            "--no-color", "--variable", "CI_ML_INSTALL=none"]
+            "--no-color", "--variable", "CI_ML_INSTALL=none",
+            "--variable", f"CI_ML_REGISTRY={repo.parent / 'registry'}"]
     for key, value in (variables or {}).items():
         args += ["--variable", f"{key}={value}"]
     proc = subprocess.run(args, cwd=repo, capture_output=True, text=True,

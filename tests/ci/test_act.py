@@ -22,6 +22,7 @@ from tests.ci.clients import (
     fresh_counts,
     generate,
     run_act,
+    signing_key,
     steps_counts,
 )
 from tests.conftest import run_cli
@@ -29,8 +30,9 @@ from tests.conftest import run_cli
 # One act run serves several tests: keep them on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("act")]
 
-BRANCH_JOBS = {"data-check", "train", "prune", "scan-code", "gate-staging"}
-PRODUCTION_ONLY = {"gate-production"}
+BRANCH_JOBS = {"data-check", "train", "prune", "scan-code", "gate-staging", "promote-staging"}
+TAG_JOBS = {"data-check", "train", "prune", "scan-code", "gate-production", "promote-production"}
+STEP_JOBS = {"data-check", "train", "prune", "scan-code", "gate-staging", "gate-production"}
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
 @pytest.fixture(scope="module")
 def branch_run(setup: Setup) -> ActRun:
     """A push to main with an empty step cache: every step really runs once."""
+    pem = signing_key(setup.work).read_text()
     return run_act(setup.repo, setup.work, setup.bin_dir, cache=setup.cache,
-                   out=setup.work / "out-main")
+                   out=setup.work / "out-main", secrets={"CI_ML_SIGNING_KEY": pem})
 
 
 def test_every_job_of_a_push_to_main_passes(branch_run: ActRun) -> None:
@@ -86,38 +89,68 @@ def test_artifacts_and_reports_exist(setup: Setup, branch_run: ActRun) -> None:
     assert [s["name"] for s in manifest["steps"]] == enabled_steps(setup.repo)
 
 
+def test_a_push_to_main_promotes_to_staging_with_a_signed_attestation(
+        setup: Setup, branch_run: ActRun) -> None:
+    promotion = json.loads((setup.work / "out-main" / "promotion.json").read_text())
+    assert promotion["stage"] == "staging" and promotion["version"] == 1
+    assert promotion["attestation"]["signed"] is True
+    assert Path(promotion["registry"]) == setup.work / "registry"
+    # The key reached ci-ml as a file that is gone after the step; never in the log.
+    assert "PRIVATE KEY" not in branch_run.raw
+    assert not list((setup.work).glob("act-cache/**/signing.pem"))
+
+
 def test_the_gate_summary_is_the_job_summary(setup: Setup, branch_run: ActRun) -> None:
     summary = (setup.work / "out-main" / "summary.md").read_text()
-    assert summary.startswith("## ci-ml gate: PASS for staging")
+    assert summary.startswith("## ci-ml gate:") and "PASS for staging" in summary.splitlines()[0]
     assert summary.strip() in "\n".join(branch_run.summaries["gate-staging"])
     for job in BRANCH_JOBS - {"gate-staging"}:
         assert "(exit code 0)" in "\n".join(branch_run.summaries[job]), job
 
 
-def test_a_release_tag_reuses_the_steps_a_developer_ran_locally(tmp_path: Path) -> None:
-    """`ci-ml run` on a laptop and the CI jobs compute the same step-cache keys.
+@pytest.fixture(scope="module")
+def tag_run(setup: Setup, branch_run: ActRun) -> ActRun:
+    """Then a release tag of the same commit: same step cache, same registry."""
+    assert branch_run.returncode == 0, branch_run.raw[-4000:]
+    return run_act(setup.repo, setup.work, setup.bin_dir, cache=setup.cache,
+                   out=setup.work / "out-tag", tag="v1.0.0")
 
-    The developer runs the production policy locally; the tag pipeline then
-    restores every step, the production gate included, from that cache.
-    """
+
+def test_a_release_tag_gates_and_promotes_to_production(setup: Setup, tag_run: ActRun) -> None:
+    assert tag_run.returncode == 0, tag_run.raw[-4000:]
+    assert tag_run.results == {job: "success" for job in TAG_JOBS}
+    # Nothing is recomputed but the production gate: the registry changed since the
+    # branch run (the model is now in staging), and the gate's key includes its state.
+    for job in ("data-check", "train", "prune", "scan-code"):
+        ran, cached = steps_counts(tag_run.logs[job]) or (0, -1)
+        assert ran == cached > 0, job
+    assert steps_counts(tag_run.logs["gate-production"]) == fresh_counts(setup.repo, "gate")
+    out = setup.work / "out-tag"
+    decision = json.loads((out / "decision.json").read_text())
+    assert decision["stage"] == "production" and decision["decision"] == "pass"
+    # act has no environment approvals: the production promotion runs straight away.
+    promotion = json.loads((out / "promotion.json").read_text())
+    assert promotion["stage"] == "production" and promotion["version"] == 1
+    assert promotion["attestation"]["signed"] is False  # no key given to this run
+
+
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
+    """`ci-ml run` on a laptop and the CI jobs compute the same step-cache keys."""
     repo = ci_project(tmp_path)
     generate(repo, "github")
     cache = tmp_path / "shared-cache"
-    local = run_cli("run", "--stage", "production", "--config", repo / "ci-ml.yaml",
-                    "--out", tmp_path / "local-out", env={"CI_ML_CACHE": str(cache)})
+    local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
+                    env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
     assert f"steps: {len(enabled_steps(repo))} run, 0 cached" in local.stdout
 
     run = run_act(repo, tmp_path, ci_ml_wrapper(tmp_path / "bin"), cache=cache,
-                  out=tmp_path / "ci-out", tag="v1.0.0")
+                  out=tmp_path / "ci-out")
     assert run.returncode == 0, run.raw[-4000:]
-    tag_jobs = (BRANCH_JOBS - {"gate-staging"}) | PRODUCTION_ONLY
-    assert run.results == {job: "success" for job in tag_jobs}
-    for job in tag_jobs:
+    assert run.results == {job: "success" for job in BRANCH_JOBS}
+    for job in BRANCH_JOBS & STEP_JOBS:
         ran, cached = steps_counts(run.logs[job]) or (0, -1)
         assert ran == cached > 0, (job, run.logs[job][-5:])
-    decision = json.loads((tmp_path / "ci-out" / "decision.json").read_text())
-    assert decision["stage"] == "production" and decision["decision"] == "pass"
     manifest = json.loads((tmp_path / "ci-out" / "manifest.json").read_text())
     local_manifest = json.loads((tmp_path / "local-out" / "manifest.json").read_text())
     assert all(step["cached"] for step in manifest["steps"])

@@ -21,6 +21,7 @@ from tests.ci.clients import (
     fresh_counts,
     generate,
     run_gitlab_ci_local,
+    signing_key,
     steps_counts,
 )
 from tests.conftest import run_cli
@@ -28,7 +29,8 @@ from tests.conftest import run_cli
 # One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
 
-JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code", "ci-ml-gate-staging"}
+STEP_JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code"}
+JOBS = STEP_JOBS | {"ci-ml-gate-staging", "ci-ml-promote-staging"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     work = tmp_path_factory.mktemp("gitlab")
     repo = ci_project(work)
     generate(repo, "gitlab")
-    return Pipeline(repo, run_gitlab_ci_local(repo, ci_ml_wrapper(work / "bin")))
+    key = signing_key(work)  # a File variable in GitLab: the job gets its path
+    return Pipeline(repo, run_gitlab_ci_local(repo, ci_ml_wrapper(work / "bin"),
+                                              variables={"CI_ML_SIGNING_KEY": str(key)}))
 
 
 def test_every_job_passes(pipeline: Pipeline) -> None:
@@ -77,24 +81,45 @@ def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
                .iterdir())
 
 
-def test_a_release_tag_reuses_the_steps_a_developer_ran_locally(tmp_path: Path) -> None:
-    """The tag pipeline, given the step cache of a local `ci-ml run --stage production`,
-    runs only the production gate among the gates, and every step is a cache hit."""
+def test_a_push_to_main_promotes_the_gated_model_to_staging(pipeline: Pipeline) -> None:
+    out = pipeline.run.artifacts(pipeline.repo, "ci-ml-promote-staging") / "ci-ml-out"
+    promotion = json.loads((out / "promotion.json").read_text())
+    assert promotion["stage"] == "staging" and promotion["version"] == 1
+    assert promotion["attestation"]["signed"] is True
+    assert (pipeline.repo.parent / "registry" / "index.json").is_file()
+
+
+def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeline) -> None:
+    """A tag pipeline after the push to main: GitLab's `cache:` (keyed by files) brings
+    the step cache over, so only the production gate is computed; the production
+    promotion is a manual job and waits for a person."""
+    assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
+    run = run_gitlab_ci_local(pipeline.repo, pipeline.repo.parent / "bin",
+                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""})
+    assert run.returncode == 0, run.raw[-4000:]
+    assert run.results == {job: "PASS" for job in STEP_JOBS | {"ci-ml-gate-production"}}
+    assert "ci-ml-promote-production" not in run.logs
+    for job in STEP_JOBS:
+        ran, cached = steps_counts(run.logs[job]) or (0, -1)
+        assert ran == cached > 0, (job, run.logs[job][-5:])
+    assert (steps_counts(run.logs["ci-ml-gate-production"])
+            == fresh_counts(pipeline.repo, "gate"))
+    dotenv = run.artifacts(pipeline.repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
+    assert dotenv.read_text().splitlines() == [
+        "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]
+
+
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
     repo = ci_project(tmp_path)
     generate(repo, "gitlab")
     cache = tmp_path / "shared-cache"
-    local = run_cli("run", "--stage", "production", "--config", repo / "ci-ml.yaml",
-                    "--out", tmp_path / "local-out", env={"CI_ML_CACHE": str(cache)})
+    local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
+                    env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
     run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
-                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": "",
-                                         "CI_ML_CACHE": str(cache)})
+                              variables={"CI_ML_CACHE": str(cache)})
     assert run.returncode == 0, run.raw[-4000:]
-    tag_jobs = (JOBS - {"ci-ml-gate-staging"}) | {"ci-ml-gate-production"}
-    assert run.results == {job: "PASS" for job in tag_jobs}
-    for job in tag_jobs:
+    assert run.results == {job: "PASS" for job in JOBS}
+    for job in JOBS - {"ci-ml-promote-staging"}:
         ran, cached = steps_counts(run.logs[job]) or (0, -1)
         assert ran == cached > 0, (job, run.logs[job][-5:])
-    dotenv = run.artifacts(repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
-    assert dotenv.read_text().splitlines() == [
-        "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]
