@@ -88,7 +88,7 @@ def main() -> None:
           f"{warm_steps:6.2f} s in steps ({warm_hits} of {warm_total} cache hits)")
     ratio = warm_steps / cold_steps
     ok = ratio <= TARGET and warm_hits == warm_total
-    print(f"time in steps, warm/cold:               {ratio:7.3f}  (target <= {TARGET}, "
+    print(f"time in steps, warm/cold:               {ratio:7.4f}  (target <= {TARGET}, "
           f"all cache hits) {'OK' if ok else 'MISSED'}")
     sys.exit(0 if ok else 1)
 

@@ -45,9 +45,9 @@ def git(repo: Path, *args: str) -> None:
 def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
     """A git repository holding the example project, with a config fit for plumbing tests.
 
-    Short training, a tiny CNN, and only the steps whose commands exist on this
-    branch: bandit's code scan (no dependency or model scan), promotion without
-    the deploy step (no `ci-ml deploy build` yet).
+    Short training, a tiny CNN, one pruning trial, and only the steps whose
+    commands exist on this branch: bandit's code scan (no dependency or model
+    scan), promotion without the deploy step (no `ci-ml deploy build` yet).
     """
     repo = root / "repo"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns(
@@ -56,6 +56,8 @@ def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["train"]["epochs"] = 2
     cfg["model"]["params"]["channels"] = [8, 16, 16]
+    cfg["prune"] = {"enabled": True, "ratio": 0.25, "steps": 1, "finetune_epochs": 1,
+                    "quantize": "off", "max_accuracy_drop": 100}
     for stage in ("staging", "production"):
         cfg["policy"][stage]["metrics"] = {"accuracy": {"min": 0.5}}
     cfg["scan"]["deps"] = {"enabled": False}
