@@ -21,7 +21,7 @@ from ci_ml.ci.interface import (
     Trigger,
 )
 from ci_ml.ci.pins import ACTIONS, ZAP_IMAGE, ZAP_PORT
-from ci_ml.ci.reports import SARIF_DIR
+from ci_ml.ci.reports import SARIF
 from ci_ml.ci.templates import render
 
 WORKFLOW_PATH = PurePosixPath(".github/workflows/ci-ml.yml")
@@ -31,7 +31,7 @@ PUBLISHED_DIR = PurePosixPath("actions")
 
 def action_text(step: str, python: str, package: str) -> str:
     return render(f"github/action-{step}.yml.j2", version=ci_ml.__version__, pins=ACTIONS,
-                  python=python, package=package, scanners=SCANNER_ORDER, sarif_dir=SARIF_DIR)
+                  python=python, package=package, scanners=SCANNER_ORDER, sarif=SARIF)
 
 
 def _condition(job: Job, default_branch: str) -> str:

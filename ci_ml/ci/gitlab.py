@@ -22,7 +22,7 @@ from ci_ml.ci.interface import (
     Trigger,
 )
 from ci_ml.ci.pins import ZAP_IMAGE, ZAP_PORT
-from ci_ml.ci.reports import GATE_DOTENV, GITLAB_REPORTS, JUNIT
+from ci_ml.ci.reports import GATE_DOTENV, GITLAB_SECURITY_REPORTS, JUNIT, SARIF
 from ci_ml.ci.templates import render
 
 PIPELINE_PATH = PurePosixPath(".gitlab-ci.yml")
@@ -31,10 +31,9 @@ PUBLISHED_DIR = PurePosixPath("gitlab")
 
 
 def component_text(step: str, python: str, package: str) -> str:
-    report_types = sorted({kind for kind, _ in GITLAB_REPORTS.values()})
     return render(f"gitlab/component-{step}.yml.j2", version=ci_ml.__version__, python=python,
-                  package=package, scanners=SCANNER_ORDER, report_types=report_types,
-                  dotenv=GATE_DOTENV, junit=JUNIT)
+                  package=package, scanners=SCANNER_ORDER, gitlab_reports=GITLAB_SECURITY_REPORTS,
+                  sarif=SARIF, dotenv=GATE_DOTENV, junit=JUNIT)
 
 
 def release_regex(glob: str) -> str:
@@ -76,9 +75,9 @@ class GitLabTarget(CiTarget):
         pipeline = render(
             "gitlab/pipeline.yml.j2", version=plan.version, plan=plan, paths=plan.paths, ci=ci,
             include=lambda step: self._include(plan, step),
-            rules=lambda job: _rules(job, tag_regex), reports=GITLAB_REPORTS,
+            rules=lambda job: _rules(job, tag_regex),
             zap_image=ZAP_IMAGE, zap_port=ZAP_PORT, release_regex=tag_regex,
-            dast=any(job.dast for job in plan.jobs),
+            zap=any(job.zap for job in plan.jobs),
             job_names=", ".join(f"ci-ml-{job_id}" for job_id in plan.job_ids),
         )
         files = [GeneratedFile(PIPELINE_PATH, pipeline)]

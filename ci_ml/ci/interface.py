@@ -44,7 +44,8 @@ class Job:
     stage: str | None = None          # gate and promote jobs: staging | production
     deploy: bool = False              # promote jobs: deploy after promoting
     build_image: bool = False         # the image scan builds the model-server image first
-    dast: bool = False                # the DAST scan gets a ZAP service container
+    dast: bool = False                # the DAST scan
+    zap: bool = False                 # ... through a ZAP service container (else built-in)
 
     @property
     def is_release(self) -> bool:
@@ -75,6 +76,7 @@ class PipelinePlan:
     paths: ProjectPaths
     jobs: tuple[Job, ...]
     settings: Mapping[str, Any] = field(default_factory=dict)  # the config's `ci` section
+    serve_port: int = 8080                # where the DAST job serves the model for ZAP
 
     def job(self, job_id: str) -> Job:
         for job in self.jobs:

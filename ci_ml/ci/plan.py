@@ -102,8 +102,10 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
             continue
         # Code, dependency and IaC scans read only the repository; the others need the model.
         needs = () if scanner in ("code", "deps", "iac") else (model_job,)
+        dast = scanner == "dast"
         jobs.append(Job(f"scan-{scanner}", "scan", f"scan {scanner}", needs=needs,
-                        scanner=scanner, build_image=scanner == "image", dast=scanner == "dast"))
+                        scanner=scanner, build_image=scanner == "image", dast=dast,
+                        zap=dast and bool(ci["zap"])))
     evidence = tuple(j.id for j in jobs)
     for stage, gate_trigger, promote_trigger in (
         ("staging", Trigger.NOT_RELEASE, Trigger.DEFAULT_BRANCH),
@@ -121,10 +123,14 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
 def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:
     ci = config.section("ci")
     package = ci["package"] or f"ci-ml=={ci_ml.__version__}"
+    # Port 0 (any free port) cannot be handed to ZAP: the DAST job serves on a fixed one.
+    port = int(config.section("serve")["port"]) or 8080
     return PipelinePlan(
         version=ci_ml.__version__,
         package=package,
         paths=project_paths(config, repo, out),
         jobs=plan_jobs(config),
         settings=ci,
+        serve_port=port,
     )
+

@@ -1,33 +1,20 @@
-"""Where the CI jobs look for each scanner's reports under the out dir.
+"""Which report files the CI jobs hand to GitHub and GitLab, named by their writers.
 
-The pipelines upload these when they exist: SARIF to GitHub code scanning (one
-category per scanner) and GitLab's security report types. Report writers use
-the same names, so the two sides agree.
+Every `ci-ml scan` command and the gate write, under the out dir, ``report.sarif``
+(one SARIF run per scanner, each with its own ``automationDetails.id``
+``ci-ml/<scanner>/``, which GitHub takes as the code-scanning category) and the
+``gl-*-report.json`` GitLab security reports of the scanners present
+(``ci_ml/report``). The names come from there, so the two sides cannot drift.
 """
 
 from __future__ import annotations
 
-# scanner -> (GitLab `artifacts:reports` type, file name under the out dir)
-GITLAB_REPORTS: dict[str, tuple[str, str]] = {
-    "code": ("sast", "gl-sast-report.json"),
-    "model": ("sast", "gl-sast-model-report.json"),
-    "deps": ("dependency_scanning", "gl-dependency-scanning-report.json"),
-    "iac": ("sast", "gl-sast-iac-report.json"),
-    "image": ("container_scanning", "gl-container-scanning-report.json"),
-    "dast": ("dast", "gl-dast-report.json"),
-}
+from ci_ml.report.gitlab import FILE_NAMES
+from ci_ml.report.security import SARIF_NAME
+
+# GitLab `artifacts:reports` type -> file name under the out dir, for the scan jobs.
+GITLAB_SECURITY_REPORTS: dict[str, str] = dict(FILE_NAMES)
+SARIF = SARIF_NAME
 GATE_DOTENV = "gate.env"  # CI_ML_DECISION, CI_ML_STAGE, CI_ML_GATE_EXIT_CODE (GitLab dotenv report)
 JUNIT = "junit.xml"
 SUMMARY = "summary.md"
-
-
-SARIF_DIR = "scans"
-
-
-def sarif_path(scanner: str) -> str:
-    """One SARIF file per scanner, uploaded with the category ``ci-ml-<scanner>``."""
-    return f"{SARIF_DIR}/{scanner}.sarif"
-
-
-def sarif_category(scanner: str) -> str:
-    return f"ci-ml-{scanner}"

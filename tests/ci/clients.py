@@ -16,11 +16,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ci_ml.ci.pins import ACTIONS
-from tests.conftest import EXAMPLE, REPO, run_cli
+from tests.conftest import EXAMPLE, FIXTURES, REPO, run_cli
 
 CLIENT_TIMEOUT_S = 900
 STEPS_LINE = re.compile(r"steps: (\d+) run, (\d+) cached")
@@ -45,9 +46,9 @@ def git(repo: Path, *args: str) -> None:
 def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
     """A git repository holding the example project, with a config fit for plumbing tests.
 
-    Short training, a tiny CNN, one pruning trial, and only the steps whose
-    commands exist on this branch: bandit's code scan (no dependency or model
-    scan), promotion without the deploy step (no `ci-ml deploy build` yet).
+    Short training, a tiny CNN, one pruning trial; the example's scans (code,
+    deps, model, DAST with ci-ml's built-in engine: no ZAP container here);
+    promotion without the deploy step (no `ci-ml deploy build` yet).
     """
     repo = root / "repo"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns(
@@ -60,9 +61,9 @@ def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
                     "quantize": "off", "max_accuracy_drop": 100}
     for stage in ("staging", "production"):
         cfg["policy"][stage]["metrics"] = {"accuracy": {"min": 0.5}}
-    cfg["scan"]["deps"] = {"enabled": False}
-    cfg["scan"]["model"] = {"enabled": False}
-    cfg["ci"] = {"promote": True, "deploy": False, **(ci or {})}
+    # The offline advisory mirror is a host directory, as on a self-hosted runner.
+    cfg["scan"]["deps"]["advisories"] = str(FIXTURES / "advisories" / "pypa-vulns")
+    cfg["ci"] = {"promote": True, "deploy": False, "zap": False, **(ci or {})}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     return repo
@@ -100,19 +101,39 @@ def client_env(bin_dir: Path) -> dict[str, str]:
     return env
 
 
-def enabled_steps(repo: Path, *only: str) -> list[str]:
-    """The steps a command runs (``only`` plus what it needs), as ci-ml selects them."""
+def _selected(repo: Path, only: tuple[str, ...]) -> list[Any]:
     from ci_ml.config import load_config
     from ci_ml.pipeline.runner import select_steps
 
     config = load_config(repo / "ci-ml.yaml")
-    return [s.name for s in select_steps(config, list(only) or None) if s().enabled(config)]
+    return [s for s in select_steps(config, list(only) or None) if s().enabled(config)]
+
+
+def enabled_steps(repo: Path, *only: str) -> list[str]:
+    """The steps a command runs (``only`` plus what it needs), as ci-ml selects them."""
+    return [s.name for s in _selected(repo, only)]
+
+
+def manifest_steps(repo: Path) -> list[str]:
+    """The records of a whole run's manifest.json: every step, disabled ones too."""
+    from ci_ml.pipeline.registry import STEPS
+
+    return list(STEPS)
 
 
 def fresh_counts(repo: Path, step: str) -> tuple[int, int]:
-    """``steps: N run, M cached`` of a job whose own step is new and the rest restored."""
-    n = len(enabled_steps(repo, step))
-    return n, n - 1
+    """``steps: N run, M cached`` of a job whose own step is new and the rest restored.
+
+    A step that is never cached (the DAST scan of a live endpoint) always runs.
+    """
+    steps = _selected(repo, (step,))
+    return len(steps), sum(1 for s in steps if s.cacheable and s.name != step)
+
+
+def warm_counts(repo: Path, step: str) -> tuple[int, int]:
+    """``steps: N run, M cached`` of a job whose steps all come from the cache."""
+    steps = _selected(repo, (step,))
+    return len(steps), sum(1 for s in steps if s.cacheable)
 
 
 def steps_counts(lines: list[str]) -> tuple[int, int] | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_ml.ci.reports import GATE_DOTENV
+from ci_ml.ci.reports import GATE_DOTENV, SARIF
 from tests.ci.clients import (
     GitLabRun,
     ci_ml_wrapper,
@@ -23,14 +23,22 @@ from tests.ci.clients import (
     run_gitlab_ci_local,
     signing_key,
     steps_counts,
+    warm_counts,
 )
 from tests.conftest import run_cli
 
 # One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
 
-STEP_JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code"}
+STEP_JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code",
+             "ci-ml-scan-deps", "ci-ml-scan-model", "ci-ml-scan-dast"}
 JOBS = STEP_JOBS | {"ci-ml-gate-staging", "ci-ml-promote-staging"}
+
+
+def step_of(job: str) -> str:
+    """The pipeline step a job's own command runs: ci-ml-scan-code -> scan-code."""
+    name = job.removeprefix("ci-ml-")
+    return "gate" if name.startswith("gate-") else name
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,9 @@ def test_every_job_passes(pipeline: Pipeline) -> None:
 
 def test_artifacts_carry_finished_steps_to_the_jobs_that_need_them(pipeline: Pipeline) -> None:
     # Each job computes its own step and restores the ones before it from its artifacts.
-    for job, step in (("data-check", "data-check"), ("train", "train"), ("prune", "prune"),
-                      ("scan-code", "scan-code"), ("gate-staging", "gate")):
-        counts = steps_counts(pipeline.run.logs[f"ci-ml-{job}"])
-        assert counts == fresh_counts(pipeline.repo, step), job
+    for job in STEP_JOBS | {"ci-ml-gate-staging"}:
+        counts = steps_counts(pipeline.run.logs[job])
+        assert counts == fresh_counts(pipeline.repo, step_of(job)), job
 
 
 def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
@@ -74,8 +81,14 @@ def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
     dotenv = dict(line.split("=", 1) for line in (gate / GATE_DOTENV).read_text().splitlines())
     assert dotenv == {"CI_ML_DECISION": "pass", "CI_ML_STAGE": "staging",
                       "CI_ML_GATE_EXIT_CODE": "0"}
-    scan = pipeline.run.artifacts(pipeline.repo, "ci-ml-scan-code") / "ci-ml-out"
-    assert json.loads((scan / "scans/code.json").read_text())["status"] == "ok"
+    # Each scan job's own security reports, the ones its component declares.
+    for scanner, report in (("code", "gl-sast-report.json"), ("model", "gl-sast-report.json"),
+                            ("deps", "gl-dependency-scanning-report.json"),
+                            ("dast", "gl-dast-report.json")):
+        scan = pipeline.run.artifacts(pipeline.repo, f"ci-ml-scan-{scanner}") / "ci-ml-out"
+        assert json.loads((scan / f"scans/{scanner}.json").read_text())["status"] == "ok"
+        assert json.loads((scan / report).read_text())["scan"]["status"] == "success", scanner
+        assert (scan / SARIF).is_file()
     # Each job's artifact also holds the step cache the next jobs restore from.
     assert any((pipeline.run.artifacts(pipeline.repo, "ci-ml-train") / ".ci-ml-cache" / "train")
                .iterdir())
@@ -100,8 +113,7 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
     assert run.results == {job: "PASS" for job in STEP_JOBS | {"ci-ml-gate-production"}}
     assert "ci-ml-promote-production" not in run.logs
     for job in STEP_JOBS:
-        ran, cached = steps_counts(run.logs[job]) or (0, -1)
-        assert ran == cached > 0, (job, run.logs[job][-5:])
+        assert steps_counts(run.logs[job]) == warm_counts(pipeline.repo, step_of(job)), job
     assert (steps_counts(run.logs["ci-ml-gate-production"])
             == fresh_counts(pipeline.repo, "gate"))
     dotenv = run.artifacts(pipeline.repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
@@ -121,5 +133,4 @@ def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in JOBS}
     for job in JOBS - {"ci-ml-promote-staging"}:
-        ran, cached = steps_counts(run.logs[job]) or (0, -1)
-        assert ran == cached > 0, (job, run.logs[job][-5:])
+        assert steps_counts(run.logs[job]) == warm_counts(repo, step_of(job)), job

@@ -126,10 +126,12 @@ def test_example_gitlab_pipeline_validates(tmp_path: Path) -> None:
     preview = gitlab_preview_validates(repo, tmp_path)
     assert preview["ci-ml-gate-staging"]["artifacts"]["reports"] == {
         "junit": "ci-ml-out/junit.xml", "dotenv": "ci-ml-out/gate.env"}
-    assert preview["ci-ml-scan-code"]["artifacts"]["reports"] == {
-        "sast": "ci-ml-out/gl-sast-report.json"}
-    assert preview["ci-ml-scan-deps"]["artifacts"]["reports"] == {
-        "dependency_scanning": "ci-ml-out/gl-dependency-scanning-report.json"}
+    for scanner in ("code", "deps", "model", "dast"):
+        assert preview[f"ci-ml-scan-{scanner}"]["artifacts"]["reports"] == {
+            "sast": "ci-ml-out/gl-sast-report.json",
+            "dependency_scanning": "ci-ml-out/gl-dependency-scanning-report.json",
+            "container_scanning": "ci-ml-out/gl-container-scanning-report.json",
+            "dast": "ci-ml-out/gl-dast-report.json"}
     production = preview["ci-ml-promote-production"]
     assert production["rules"] == [{"if": "$CI_COMMIT_TAG =~ /^v.*$/", "when": "manual",
                                     "allow_failure": False}]
@@ -171,6 +173,10 @@ def test_every_optional_github_job_validates(full_project: Path) -> None:
     assert zap["env"] == {"ZAP_API_KEY": "${{ secrets.ZAP_API_KEY }}"}
     assert "-daemon" in zap["command"] and "$ZAP_API_KEY" in zap["command"]
     assert dast["environment"] == {"name": "dast", "deployment": False}
+    scan_step = dast["steps"][-1]["with"]
+    assert scan_step["zap-url"] == "http://127.0.0.1:8090"
+    assert scan_step["dast-target"] == "http://host.docker.internal:8080"
+    assert scan_step["zap-api-key"] == "${{ secrets.ZAP_API_KEY }}"
     image_steps = [s.get("with", {}) for s in workflow["jobs"]["scan-image"]["steps"]]
     assert {"config": "ci-ml.yaml", "out": "${{ env.CI_ML_OUT }}", "build": "true",
             "render": "false", "upload": "false"} in image_steps
@@ -184,10 +190,9 @@ def test_every_optional_gitlab_job_validates(full_project: Path, tmp_path: Path)
     dast = preview["ci-ml-scan-dast"]
     assert dast["services"][0]["alias"] == "zap"
     assert dast["variables"]["CI_ML_ZAP_URL"] == "http://zap:8090"
-    assert dast["artifacts"]["reports"] == {"dast": "ci-ml-out/gl-dast-report.json"}
+    assert dast["variables"]["CI_ML_DAST_TARGET"] == "http://build:8080"
     assert preview["ci-ml-scan-image"]["variables"]["CI_ML_BUILD_IMAGE"] == "true"
-    assert preview["ci-ml-scan-image"]["artifacts"]["reports"] == {
-        "container_scanning": "ci-ml-out/gl-container-scanning-report.json"}
+    assert preview["ci-ml-scan-image"]["variables"]["CI_ML_ZAP_URL"] == ""
     assert preview["ci-ml-gate-production"]["rules"] == [
         {"if": r"$CI_COMMIT_TAG =~ /^release\-.*$/"}]
     assert preview["ci-ml-data-check"]["image"]["name"] == "python:3.12-slim"

@@ -30,12 +30,14 @@ def plan_for(tmp_path: Path, **changes: object) -> PipelinePlan:
 def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
     assert plan.job_ids == ("data-check", "train", "prune", "scan-code", "scan-deps",
-                            "scan-model", "gate-staging", "promote-staging", "gate-production",
-                            "promote-production")
+                            "scan-model", "scan-dast", "gate-staging", "promote-staging",
+                            "gate-production", "promote-production")
     assert plan.job("train").needs == ("data-check",)
     assert plan.job("scan-code").needs == ()
     assert plan.job("scan-model").needs == ("prune",)
-    evidence = ("data-check", "train", "prune", "scan-code", "scan-deps", "scan-model")
+    assert plan.job("scan-dast").needs == ("prune",) and plan.job("scan-dast").zap
+    evidence = ("data-check", "train", "prune", "scan-code", "scan-deps", "scan-model",
+                "scan-dast")
     assert plan.job("gate-staging").needs == evidence
     assert plan.job("gate-production").needs == evidence
     assert plan.job("gate-staging").trigger is Trigger.NOT_RELEASE
@@ -46,16 +48,24 @@ def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
 
 def test_disabled_scanners_and_steps_have_no_job(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, scan__deps={"enabled": False}, scan__model={"enabled": False},
-                    prune={"enabled": False}, ci={"promote": False})
+                    scan__dast={"enabled": False}, prune={"enabled": False},
+                    ci={"promote": False})
     assert plan.job_ids == ("data-check", "train", "scan-code", "gate-staging",
                             "gate-production")
 
 
 def test_image_and_dast_scans_need_the_model(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, scan__image={"enabled": True}, scan__dast={"enabled": True},
-                    prune={"enabled": False})
+                    prune={"enabled": False}, serve={"port": 9000})
     assert plan.job("scan-image").needs == ("train",) and plan.job("scan-image").build_image
-    assert plan.job("scan-dast").dast
+    assert plan.job("scan-dast").dast and plan.job("scan-dast").zap
+    assert plan.serve_port == 9000
+
+
+def test_dast_without_zap_uses_the_built_in_engine(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, ci={"zap": False}, serve={"port": 0})
+    assert plan.job("scan-dast").dast and not plan.job("scan-dast").zap
+    assert plan.serve_port == 8080
 
 
 def test_a_scanner_unknown_to_the_config_schema_has_no_job_until_enabled(tmp_path: Path
