@@ -63,6 +63,8 @@ def ci_project(root: Path, *, ci: dict[str, object] | None = None) -> Path:
         cfg["policy"][stage]["metrics"] = {"accuracy": {"min": 0.5}}
     # The offline advisory mirror is a host directory, as on a self-hosted runner.
     cfg["scan"]["deps"]["advisories"] = str(FIXTURES / "advisories" / "pypa-vulns")
+    # The example leaves DAST to `ci-ml scan dast`; here its CI job runs too.
+    cfg["scan"]["dast"] = {**cfg["scan"].get("dast", {}), "enabled": True}
     cfg["ci"] = {"promote": True, "deploy": False, "zap": False, **(ci or {})}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)

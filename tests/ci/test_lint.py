@@ -126,7 +126,7 @@ def test_example_gitlab_pipeline_validates(tmp_path: Path) -> None:
     preview = gitlab_preview_validates(repo, tmp_path)
     assert preview["ci-ml-gate-staging"]["artifacts"]["reports"] == {
         "junit": "ci-ml-out/junit.xml", "dotenv": "ci-ml-out/gate.env"}
-    for scanner in ("code", "deps", "model", "dast"):
+    for scanner in ("code", "deps", "model"):
         assert preview[f"ci-ml-scan-{scanner}"]["artifacts"]["reports"] == {
             "sast": "ci-ml-out/gl-sast-report.json",
             "dependency_scanning": "ci-ml-out/gl-dependency-scanning-report.json",

@@ -28,7 +28,7 @@ def plan_for(tmp_path: Path, **changes: object) -> PipelinePlan:
 
 
 def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
-    plan = plan_for(tmp_path)
+    plan = plan_for(tmp_path, scan__dast={"enabled": True})
     assert plan.job_ids == ("data-check", "train", "prune", "scan-code", "scan-deps",
                             "scan-model", "scan-dast", "gate-staging", "promote-staging",
                             "gate-production", "promote-production")
@@ -63,7 +63,8 @@ def test_image_and_dast_scans_need_the_model(tmp_path: Path) -> None:
 
 
 def test_dast_without_zap_uses_the_built_in_engine(tmp_path: Path) -> None:
-    plan = plan_for(tmp_path, ci={"zap": False}, serve={"port": 0})
+    plan = plan_for(tmp_path, ci={"zap": False}, serve={"port": 0},
+                    scan__dast={"enabled": True})
     assert plan.job("scan-dast").dast and not plan.job("scan-dast").zap
     assert plan.serve_port == 8080
 
