@@ -1,0 +1,1 @@
+"""Generation of GitHub Actions and GitLab CI pipelines from the ci-ml config."""

@@ -1,0 +1,136 @@
+"""From a config to a target-neutral pipeline plan: which jobs, in which order, when.
+
+The jobs mirror ``ci-ml run``: data check, train, prune, one job per enabled
+scanner, then the gate. Promotion follows the gate: staging on pushes to the
+default branch, production on release tags (behind an approval). A scanner or
+step switched off in the config has no job, so the pipeline never runs a step
+the local run would skip.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+import ci_ml
+from ci_ml.ci.interface import (
+    SCANNER_ORDER,
+    GenerateError,
+    Job,
+    PipelinePlan,
+    ProjectPaths,
+    Trigger,
+)
+from ci_ml.config import Config
+
+# What may go into a generated file from the config: no `$` (GitHub's ${{ }} and
+# GitLab's $[[ ]] and $VAR would expand it), no quotes, backslashes or newlines.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+@*, -]+$")
+
+
+def safe_value(value: str, what: str) -> str:
+    if not _SAFE_PATH.match(value):
+        raise GenerateError(
+            f"{what}: {value!r} cannot be written into a CI pipeline safely "
+            "(allowed: letters, digits and . _ / + @ * , - and spaces)")
+    return value
+
+
+def _relative(path: Path, repo: Path, what: str) -> str | None:
+    """``path`` relative to the repository root, or None when it lies outside it."""
+    try:
+        rel = path.resolve().relative_to(repo)
+    except ValueError:
+        return None
+    return safe_value(rel.as_posix() or ".", what)
+
+
+def _glob_for(path: Path, rel: str) -> str:
+    return f"{rel}/**" if path.is_dir() else rel
+
+
+def project_paths(config: Config, repo: Path, out: Path) -> ProjectPaths:
+    repo = repo.resolve()
+    config_rel = _relative(config.path, repo, "--config")
+    if config_rel is None:
+        raise GenerateError(
+            f"--config {config.path} is outside --output {repo}: the pipeline runs in the "
+            "repository, so the config must be inside it")
+    if out.is_absolute() or ".." in out.parts:
+        raise GenerateError(f"--out {out}: must be a relative path inside the repository")
+    out_rel = safe_value(PurePosixPath(out.as_posix()).as_posix(), "--out")
+    root_rel = _relative(config.root, repo, "project directory") or "."
+
+    cache_dir = _relative(config.resolve(str(config.section("cache")["dir"])), repo, "cache.dir")
+    if cache_dir is None or cache_dir == ".":
+        cache_dir = ".ci-ml-cache"
+
+    data = config.section("data")
+    scan = config.section("scan")
+    inputs: list[str] = [config_rel]
+    candidates: list[tuple[str, str]] = [(str(data["train"]), "data.train"),
+                                         (str(data["test"]), "data.test")]
+    if scan["code"]["enabled"]:
+        candidates += [(str(p), "scan.code.paths") for p in scan["code"]["paths"]]
+    if scan["deps"]["enabled"]:
+        candidates += [(str(p), "scan.deps.requirements") for p in scan["deps"]["requirements"]]
+    for raw, what in candidates:
+        path = config.resolve(raw)
+        rel = _relative(path, repo, what)
+        if rel is not None and _glob_for(path, rel) not in inputs:
+            inputs.append(_glob_for(path, rel))
+    train_rel = _relative(config.resolve(str(data["train"])), repo, "data.train")
+    key_files = (config_rel,) + ((train_rel,) if train_rel else ())
+    return ProjectPaths(config=config_rel, root=root_rel, out=out_rel, cache_dir=cache_dir,
+                        cache_inputs=tuple(inputs), cache_key_files=key_files)
+
+
+def plan_jobs(config: Config) -> tuple[Job, ...]:
+    ci = config.section("ci")
+    jobs: list[Job] = [
+        Job("data-check", "data-check", "data check"),
+        Job("train", "train", "train", needs=("data-check",)),
+    ]
+    model_job = "train"
+    if config.section("prune")["enabled"]:
+        jobs.append(Job("prune", "prune", "prune", needs=("train",)))
+        model_job = "prune"
+    scan = config.section("scan")
+    for scanner in SCANNER_ORDER:
+        # A scanner the config schema does not know (yet) has no job.
+        if not scan.get(scanner, {}).get("enabled", False):
+            continue
+        # Code, dependency and IaC scans read only the repository; the others need the model.
+        needs = () if scanner in ("code", "deps", "iac") else (model_job,)
+        dast = scanner == "dast"
+        jobs.append(Job(f"scan-{scanner}", "scan", f"scan {scanner}", needs=needs,
+                        scanner=scanner, build_image=scanner == "image", dast=dast,
+                        zap=dast and bool(ci["zap"])))
+    evidence = tuple(j.id for j in jobs)
+    for stage, gate_trigger, promote_trigger in (
+        ("staging", Trigger.NOT_RELEASE, Trigger.DEFAULT_BRANCH),
+        ("production", Trigger.RELEASE, Trigger.RELEASE),
+    ):
+        jobs.append(Job(f"gate-{stage}", "gate", f"gate ({stage})", needs=evidence,
+                        trigger=gate_trigger, stage=stage))
+        if ci["promote"]:
+            jobs.append(Job(f"promote-{stage}", "promote", f"promote ({stage})",
+                            needs=(f"gate-{stage}",), trigger=promote_trigger, stage=stage,
+                            deploy=bool(ci["deploy"])))
+    return tuple(jobs)
+
+
+def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:
+    ci = config.section("ci")
+    package = ci["package"] or f"ci-ml=={ci_ml.__version__}"
+    # Port 0 (any free port) cannot be handed to ZAP: the DAST job serves on a fixed one.
+    port = int(config.section("serve")["port"]) or 8080
+    return PipelinePlan(
+        version=ci_ml.__version__,
+        package=package,
+        paths=project_paths(config, repo, out),
+        jobs=plan_jobs(config),
+        settings=ci,
+        serve_port=port,
+    )
+

@@ -1,0 +1,136 @@
+"""The generated GitLab pipeline, run for real in gitlab-ci-local on the example project.
+
+gitlab-ci-local runs every job with the shell executor in its own copy of the
+repository (--shell-isolation) and hands artifacts from job to job through
+``needs:``, as GitLab does: the out dir and the step cache travel that way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ci_ml.ci.reports import GATE_DOTENV, SARIF
+from tests.ci.clients import (
+    GitLabRun,
+    ci_ml_wrapper,
+    ci_project,
+    fresh_counts,
+    generate,
+    run_gitlab_ci_local,
+    signing_key,
+    steps_counts,
+    warm_counts,
+)
+from tests.conftest import run_cli
+
+# One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
+
+STEP_JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code",
+             "ci-ml-scan-deps", "ci-ml-scan-model", "ci-ml-scan-dast"}
+JOBS = STEP_JOBS | {"ci-ml-gate-staging", "ci-ml-promote-staging"}
+
+
+def step_of(job: str) -> str:
+    """The pipeline step a job's own command runs: ci-ml-scan-code -> scan-code."""
+    name = job.removeprefix("ci-ml-")
+    return "gate" if name.startswith("gate-") else name
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    repo: Path
+    run: GitLabRun
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A push to main, each job in its own build directory, nothing shared but artifacts."""
+    work = tmp_path_factory.mktemp("gitlab")
+    repo = ci_project(work)
+    generate(repo, "gitlab")
+    key = signing_key(work)  # a File variable in GitLab: the job gets its path
+    return Pipeline(repo, run_gitlab_ci_local(repo, ci_ml_wrapper(work / "bin"),
+                                              variables={"CI_ML_SIGNING_KEY": str(key)}))
+
+
+def test_every_job_passes(pipeline: Pipeline) -> None:
+    assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
+    assert pipeline.run.results == {job: "PASS" for job in JOBS}
+
+
+def test_artifacts_carry_finished_steps_to_the_jobs_that_need_them(pipeline: Pipeline) -> None:
+    # Each job computes its own step and restores the ones before it from its artifacts.
+    for job in STEP_JOBS | {"ci-ml-gate-staging"}:
+        counts = steps_counts(pipeline.run.logs[job])
+        assert counts == fresh_counts(pipeline.repo, step_of(job)), job
+
+
+def test_artifacts_and_reports_exist(pipeline: Pipeline) -> None:
+    gate = pipeline.run.artifacts(pipeline.repo, "ci-ml-gate-staging") / "ci-ml-out"
+    for name in ("data-report.json", "metrics.json", "prune-report.json", "scans/code.json",
+                 "findings.json", "decision.json", "junit.xml", "summary.md", "manifest.json",
+                 GATE_DOTENV):
+        assert (gate / name).is_file(), name
+    # The junit and dotenv reports the gate job declares.
+    assert "<testsuite" in (gate / "junit.xml").read_text()
+    dotenv = dict(line.split("=", 1) for line in (gate / GATE_DOTENV).read_text().splitlines())
+    assert dotenv == {"CI_ML_DECISION": "pass", "CI_ML_STAGE": "staging",
+                      "CI_ML_GATE_EXIT_CODE": "0"}
+    # Each scan job's own security reports, the ones its component declares.
+    for scanner, report in (("code", "gl-sast-report.json"), ("model", "gl-sast-report.json"),
+                            ("deps", "gl-dependency-scanning-report.json"),
+                            ("dast", "gl-dast-report.json")):
+        scan = pipeline.run.artifacts(pipeline.repo, f"ci-ml-scan-{scanner}") / "ci-ml-out"
+        assert json.loads((scan / f"scans/{scanner}.json").read_text())["status"] == "ok"
+        assert json.loads((scan / report).read_text())["scan"]["status"] == "success", scanner
+        assert (scan / SARIF).is_file()
+    # Each job's artifact also holds the step cache the next jobs restore from.
+    assert any((pipeline.run.artifacts(pipeline.repo, "ci-ml-train") / ".ci-ml-cache" / "train")
+               .iterdir())
+
+
+def test_a_push_to_main_promotes_the_gated_model_to_staging(pipeline: Pipeline) -> None:
+    out = pipeline.run.artifacts(pipeline.repo, "ci-ml-promote-staging") / "ci-ml-out"
+    promotion = json.loads((out / "promotion.json").read_text())
+    assert promotion["stage"] == "staging" and promotion["version"] == 1
+    assert promotion["attestation"]["signed"] is True
+    assert (pipeline.repo.parent / "registry" / "index.json").is_file()
+
+
+def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeline) -> None:
+    """A tag pipeline after the push to main: GitLab's `cache:` (keyed by files) brings
+    the step cache over, so only the production gate is computed; the production
+    promotion is a manual job and waits for a person."""
+    assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
+    run = run_gitlab_ci_local(pipeline.repo, pipeline.repo.parent / "bin",
+                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""})
+    assert run.returncode == 0, run.raw[-4000:]
+    assert run.results == {job: "PASS" for job in STEP_JOBS | {"ci-ml-gate-production"}}
+    assert "ci-ml-promote-production" not in run.logs
+    for job in STEP_JOBS:
+        assert steps_counts(run.logs[job]) == warm_counts(pipeline.repo, step_of(job)), job
+    assert (steps_counts(run.logs["ci-ml-gate-production"])
+            == fresh_counts(pipeline.repo, "gate"))
+    dotenv = run.artifacts(pipeline.repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
+    assert dotenv.read_text().splitlines() == [
+        "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]
+
+
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
+    repo = ci_project(tmp_path)
+    generate(repo, "gitlab")
+    cache = tmp_path / "shared-cache"
+    local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
+                    env={"CI_ML_CACHE": str(cache)})
+    assert local.code == 0, local.output
+    run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
+                              variables={"CI_ML_CACHE": str(cache)})
+    assert run.returncode == 0, run.raw[-4000:]
+    assert run.results == {job: "PASS" for job in JOBS}
+    for job in JOBS - {"ci-ml-promote-staging"}:
+        assert steps_counts(run.logs[job]) == warm_counts(repo, step_of(job)), job
