@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,11 @@ def _run(name: str, config_path: Path | None, out_dir: Path, quiet: bool, force:
 def _finish(name: str, config: Config, out_dir: Path, quiet: bool, force: bool,
             fail_on: str | None, waivers: Path | None, overrides: dict[str, Any]) -> None:
     from ci_ml.scan.command import run_scan_command, with_overrides
+    from ci_ml.scan.step import ADVISORIES_ENV
 
+    if overrides.get("advisories"):
+        # The command line beats the environment, which beats the config.
+        os.environ.pop(ADVISORIES_ENV, None)
     config = with_overrides(config, name, {**overrides, "waivers": _abs(waivers)})
     outcome = run_scan_command(config, name, out_dir, quiet=quiet, force=force, fail_on=fail_on)
     print_run(outcome.run)
@@ -80,7 +85,8 @@ def code(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, waiv
               type=click.Path(path_type=Path),
               help="Pinned requirements file (repeatable; overrides scan.deps.requirements).")
 @click.option("--advisories", type=click.Path(path_type=Path), default=None,
-              help="Offline OSV advisory directory (overrides scan.deps.advisories).")
+              help="Offline OSV advisory directory (overrides CI_ML_ADVISORIES and "
+                   "scan.deps.advisories).")
 def deps(config_path: Path | None, out_dir: Path, quiet: bool, force: bool, waivers: Path | None,
          fail_on: str | None, requirements: tuple[Path, ...], advisories: Path | None) -> None:
     """Audit pinned requirements with pip-audit (offline with --advisories)."""

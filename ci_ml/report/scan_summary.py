@@ -27,7 +27,9 @@ def kept_scans(scans: Mapping[str, ScanResult],
 
 def scan_findings_document(scans: Mapping[str, ScanResult],
                            waivers: WaiverReport | None) -> dict[str, Any]:
-    doc = findings_document(kept_scans(scans, waivers))
+    """findings.json as the gate writes it (every finding; waived ones carry ``waived_by``;
+    ``counts_after_waivers``), plus the waiver report and each scan's notes."""
+    doc = findings_document(scans, waivers)
     doc["waivers"] = waivers.to_json() if waivers is not None else None
     for name, result in scans.items():
         doc["scans"][name]["notes"] = list(result.notes)

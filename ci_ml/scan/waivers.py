@@ -25,9 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from packaging.utils import canonicalize_name
@@ -38,7 +38,8 @@ from ci_ml.scan.interface import Finding
 
 SCOPES = ("package", "path", "image")
 SCANNER_NAMES = ("code", "deps", "image", "iac", "model", "dast")
-KNOWN_KEYS = frozenset({"id", *SCOPES, "owner", "reason", "expires", "scanner"})
+REQUIRED = ("id", "owner", "reason", "expires")
+KNOWN_KEYS = frozenset({*REQUIRED, *SCOPES, "scanner"})
 EXPIRY_WARNING_DAYS = 14
 
 
@@ -53,14 +54,28 @@ class Scope:
 
 @dataclass(frozen=True)
 class Waiver:
-    id: str
-    scope: Scope
+    """One accepted finding: an id (or rule, or alias) within one scope, until a date."""
+
+    id: str                     # the finding id, rule or alias it accepts (B602, PYSEC-, CVE-)
+    scope: Scope                # package NAME[@VERSION], path FILE|GLOB|DIR/, image sha256:...
     owner: str
     reason: str
-    expires: dt.date
+    expires: dt.date            # in force through this date
     scanner: str | None = None
-    entry: int = 0         # position in the waivers file, for messages
-    source: str = ""       # the waivers file
+    entry: int = field(default=0, compare=False)     # position in the waivers file
+    source: str = field(default="", compare=False)   # the waivers file
+
+    @property
+    def package(self) -> str | None:
+        return self.scope.value if self.scope.kind == "package" else None
+
+    @property
+    def path(self) -> str | None:
+        return self.scope.value if self.scope.kind == "path" else None
+
+    @property
+    def image(self) -> str | None:
+        return self.scope.value if self.scope.kind == "image" else None
 
     def describe(self) -> str:
         return f"{self.id} ({self.scope.describe()}, owner {self.owner}, expires {self.expires})"
@@ -68,12 +83,14 @@ class Waiver:
     def expired(self, today: dt.date) -> bool:
         return today > self.expires
 
+    def in_force(self, today: dt.date) -> bool:
+        return not self.expired(today)
+
     def matches(self, finding: Finding) -> bool:
+        """The waiver names the finding (its id, rule or an alias) and its scope holds."""
         if self.scanner is not None and finding.scanner != self.scanner:
             return False
-        wanted = self.id.casefold()
-        names = {finding.id.casefold(), *(a.casefold() for a in finding.aliases)}
-        if wanted not in names:
+        if self.id.casefold() not in _names(finding):
             return False
         loc = finding.location
         if self.scope.kind == "package":
@@ -89,6 +106,11 @@ class Waiver:
         return {"id": self.id, self.scope.kind: self.scope.value, "owner": self.owner,
                 "reason": self.reason, "expires": self.expires.isoformat(),
                 "scanner": self.scanner, "entry": self.entry}
+
+
+def _names(finding: Finding) -> set[str]:
+    return {finding.id.casefold(), finding.rule.casefold(),
+            *(a.casefold() for a in finding.aliases)}
 
 
 def _digest(value: str) -> str:
@@ -111,8 +133,9 @@ def _path_matches(path: str, pattern: str) -> bool:
     return path == pattern or fnmatch.fnmatchcase(path, pattern)
 
 
-@dataclass(frozen=True)
-class Suppressed:
+class Suppressed(NamedTuple):
+    """A waived finding and the waiver in force that covers it (also unpacks as a pair)."""
+
     finding: Finding
     waiver: Waiver
 
@@ -151,6 +174,10 @@ class WaiverReport:
         return tuple(e.waiver for e in self.expired
                      if any(f.fingerprint in kept for f in e.findings))
 
+    @property
+    def expiring_soon(self) -> tuple[Waiver, ...]:
+        return self.expiring
+
     def waiver_for(self, finding: Finding) -> Waiver | None:
         fp = finding.fingerprint
         return next((s.waiver for s in self.suppressed if s.finding.fingerprint == fp), None)
@@ -167,8 +194,14 @@ class WaiverReport:
 
     def messages(self) -> list[str]:
         """One line per thing a person should act on: expired, stale and expiring waivers."""
-        out = [f"waiver expired: {e.waiver.describe()}; no longer suppresses "
-               f"{len(e.findings)} finding(s)" for e in self.expired]
+        kept = {f.fingerprint for f in self.kept}
+        out = []
+        for e in self.expired:
+            left = sum(1 for f in e.findings if f.fingerprint in kept)
+            out.append(f"waiver expired: {e.waiver.describe()}; no longer covers {left} "
+                       "finding(s)" if left else
+                       f"waiver expired: {e.waiver.describe()}; a renewed waiver covers its "
+                       "finding(s), remove this entry")
         out += [f"waiver stale (matches nothing): {w.describe()}" for w in self.stale]
         out += [f"waiver expiring soon: {w.describe()}" for w in self.expiring]
         return out
@@ -176,13 +209,23 @@ class WaiverReport:
 
 def apply_waivers(findings: Iterable[Finding], waivers: Sequence[Waiver],
                   today: dt.date) -> WaiverReport:
-    """Split findings into kept and suppressed; report expired, stale and expiring waivers."""
+    """Split findings into kept and suppressed; report expired, stale and expiring waivers.
+
+    The first waiver in force (in file order) covers a finding. ``expired`` lists lapsed
+    waivers that would have matched; ``uncovered_expired`` those that leave a finding kept.
+    """
+    waivers = tuple(waivers)
+    # Index by the name a waiver gives: each finding costs a few dict probes, not a full scan.
+    by_name: dict[str, list[int]] = {}
+    for i, waiver in enumerate(waivers):
+        by_name.setdefault(waiver.id.casefold(), []).append(i)
     kept: list[Finding] = []
     suppressed: list[Suppressed] = []
     hits: dict[int, list[Finding]] = {i: [] for i in range(len(waivers))}
     for finding in findings:
         active: Waiver | None = None
-        for i, waiver in enumerate(waivers):
+        for i in sorted({i for name in _names(finding) for i in by_name.get(name, ())}):
+            waiver = waivers[i]
             if waiver.matches(finding):
                 hits[i].append(finding)
                 if active is None and not waiver.expired(today):
@@ -231,8 +274,8 @@ def load_waivers(path: Path) -> tuple[Waiver, ...]:
     for w in waivers:
         key = (w.id.casefold(), w.scope, w.scanner)
         if key in seen:
-            raise ConfigError(f"{path}: waivers[{w.entry}] ({w.id}): duplicates "
-                              f"waivers[{seen[key]}]")
+            raise ConfigError(f"{path}: waivers[{w.entry}]: duplicates waivers[{seen[key]}] "
+                              f"(waiver {w.id})")
         seen[key] = w.entry
     return waivers
 
@@ -242,39 +285,38 @@ def _waiver(path: Path, index: int, entry: Any) -> Waiver:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{label}: must be a mapping with id, a scope, owner, reason, expires")
     wid = entry.get("id")
-    if isinstance(wid, str) and wid.strip():
-        label += f" ({wid.strip()})"
+    named = f" (waiver {wid.strip()})" if isinstance(wid, str) and wid.strip() else ""
     unknown = sorted(str(k) for k in entry if k not in KNOWN_KEYS)
     if unknown:
-        raise ConfigError(f"{label}: unknown key '{unknown[0]}' "
-                          f"(expected: {', '.join(sorted(KNOWN_KEYS))})")
-    if not isinstance(wid, str) or not wid.strip():
-        raise ConfigError(f"{label}: missing 'id' (the finding id or alias to waive)")
+        raise ConfigError(f"{label}: unknown key '{unknown[0]}' (expected: "
+                          f"{', '.join(sorted(KNOWN_KEYS))}){named}")
+    for key in REQUIRED:
+        value = entry.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigError(f"{label}: missing required key '{key}'{named} (every waiver "
+                              "needs an id, a scope, an owner, a reason and an expiry date)")
+    for key in ("id", "owner", "reason"):
+        if not isinstance(entry[key], str):
+            raise ConfigError(f"{label}: '{key}' must be a string{named}")
     scopes = [k for k in SCOPES if entry.get(k) is not None]
     if len(scopes) != 1:
         got = " and ".join(scopes) if scopes else "none"
         raise ConfigError(f"{label}: needs exactly one scope of package, path or image "
-                          f"(got {got})")
+                          f"(got {got}){named}")
     value = entry[scopes[0]]
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{label}: '{scopes[0]}' must be a non-empty string")
-    for key in ("owner", "reason"):
-        if not isinstance(entry.get(key), str) or not entry[key].strip():
-            raise ConfigError(f"{label}: missing '{key}' (every waiver needs an owner, "
-                              "a reason and an expiry date)")
+        raise ConfigError(f"{label}: '{scopes[0]}' must be a non-empty string{named}")
     scanner = entry.get("scanner")
     if scanner is not None and scanner not in SCANNER_NAMES:
         raise ConfigError(f"{label}: 'scanner' must be one of {', '.join(SCANNER_NAMES)}, "
-                          f"got {scanner!r}")
-    return Waiver(id=wid.strip(), scope=Scope(scopes[0], value.strip()),
-                  owner=entry["owner"].strip(), reason=entry["reason"].strip(),
-                  expires=_date(label, entry.get("expires")), scanner=scanner, entry=index,
-                  source=str(path))
+                          f"got {scanner!r}{named}")
+    return Waiver(id=str(entry["id"]).strip(), scope=Scope(scopes[0], value.strip()),
+                  owner=entry["owner"].strip(),
+                  reason=entry["reason"].strip(), expires=_date(label, entry["expires"], named),
+                  scanner=scanner, entry=index, source=str(path))
 
 
-def _date(label: str, value: Any) -> dt.date:
-    if value is None:
-        raise ConfigError(f"{label}: missing 'expires' (a date, YYYY-MM-DD)")
+def _date(label: str, value: Any, named: str) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -284,7 +326,7 @@ def _date(label: str, value: Any) -> dt.date:
             return dt.date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise ConfigError(f"{label}: 'expires' must be a date YYYY-MM-DD, got {value!r}")
+    raise ConfigError(f"{label}: 'expires' must be a date YYYY-MM-DD, got {value!r}{named}")
 
 
 def configured_waivers(config: Config) -> tuple[Waiver, ...] | None:

@@ -95,7 +95,8 @@ def test_expired_waiver_without_owner(planted: Path, tmp_path: Path) -> None:
     _edit(planted / "ci-ml.yaml", "scan:\n", "scan:\n  waivers: waivers.yaml\n")
     out = tmp_path / "out"
     result = run_cli("scan", "code", "--config", planted / "ci-ml.yaml", "--out", out)
-    _assert_clean_error(result, out, "waivers.yaml: waivers[0] (B602): missing 'owner'")
+    _assert_clean_error(result, out, "waivers.yaml: waivers[0]: missing required key 'owner' "
+                        "(waiver B602)")
 
 
 def test_image_needs_exactly_one_source(planted: Path, tmp_path: Path) -> None:

@@ -38,8 +38,9 @@ def test_waivers_fail_on_and_reports(planted: Path, tmp_path: Path) -> None:
     raw = scan_result(out, "deps")                       # the scan result itself is unwaived
     assert len(raw["findings"]) == 6
     findings = json.loads((out / "findings.json").read_text())
-    assert sorted(f["id"] for f in findings["findings"]) == [
+    assert sorted(f["id"] for f in findings["findings"] if "waived_by" not in f) == [
         "PYSEC-2019-217", "PYSEC-2021-142", "PYSEC-2021-66"]
+    assert findings["counts"]["medium"] == 6 and findings["counts_after_waivers"]["medium"] == 3
     waivers = findings["waivers"]
     assert sorted(s["finding"]["id"] for s in waivers["suppressed"]) == [
         "PYSEC-2018-28", "PYSEC-2020-96", "PYSEC-2023-74"]
@@ -139,3 +140,17 @@ def test_url_requirements_are_reported_as_not_audited(planted: Path, tmp_path: P
     assert [(f["severity"], f["location"]["package"], f["location"]["line"]) for f in skipped] \
         == [("info", "foo", 2)]
     assert_reports_valid(out)
+
+
+def test_advisories_option_beats_the_environment_which_beats_the_config(planted: Path,
+                                                                        tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    env = {"CI_ML_ADVISORIES": str(tmp_path / "empty")}
+    out = tmp_path / "out"
+    from_env = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out, env=env)
+    assert from_env.code == 2 and "CI_ML_ADVISORIES" in from_env.stderr      # env over config
+    mirror = planted.parent / "advisories" / "pypa-vulns"
+    from_cli = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out,
+                       "--advisories", mirror, env=env)
+    assert from_cli.code == 0, from_cli.output
+    assert len(scan_result(out, "deps")["findings"]) == 6

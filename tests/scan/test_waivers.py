@@ -29,7 +29,8 @@ DEP = _finding("PYSEC-2018-28", "deps", package="requests", version="2.19.0",
                path="requirements.txt", line=2)
 IMG = _finding("PYSEC-2018-28", "image", package="requests", version="2.19.0",
                image="app:1", digest="sha256:" + "ab" * 32)
-CODE = _finding("B602", "code", path="src/app/run.py", line=9)
+CODE = Finding(id="B602", rule="subprocess_popen", scanner="code", severity=Severity.HIGH,
+               title="B602", location=Location(path="src/app/run.py", line=9))
 SECRET = _finding("aws-access-key-id", "iac", path="config/aws.env", line=2)
 MODEL = _finding("CIML-M002", "model", path="models/malicious.pkl")
 
@@ -45,6 +46,7 @@ MODEL = _finding("CIML-M002", "model", path="models/malicious.pkl")
     (_waiver("B602", "path", "src/*/run.py"), {CODE}),
     (_waiver("B602", "path", "./src/"), {CODE}),
     (_waiver("B602", "path", "src/other.py"), set()),
+    (_waiver("subprocess_popen", "path", "src/"), {CODE}),                    # by rule name
     (_waiver("aws-access-key-id", "path", "config/aws.env"), {SECRET}),
     (_waiver("CIML-M002", "path", "models/"), {MODEL}),
 ])
@@ -59,12 +61,23 @@ def test_scopes_match_across_scanners(waiver: Waiver, suppressed: set[Finding]) 
 def test_expired_waiver_stops_suppressing_and_is_reported() -> None:
     last_day = _waiver("B602", "path", "src/app/run.py", expires=TODAY)
     report = apply_waivers([CODE], [last_day], TODAY)
-    assert [s.finding for s in report.suppressed] == [CODE]            # valid through its date
+    assert report.suppressed == ((CODE, last_day),)                     # valid through its date
     report = apply_waivers([CODE], [last_day], TODAY + dt.timedelta(days=1))
     assert report.kept == (CODE,) and not report.suppressed
     assert [(e.waiver, e.findings) for e in report.expired] == [(last_day, (CODE,))]
+    assert report.uncovered_expired == (last_day,)
     assert report.stale == ()
     assert "waiver expired: B602" in report.messages()[0]
+    assert "no longer covers 1 finding(s)" in report.messages()[0]
+
+
+def test_a_renewed_waiver_beside_the_expired_one_keeps_the_finding_accepted() -> None:
+    old = _waiver("B602", "path", "src/*.py", expires=TODAY - dt.timedelta(days=1))
+    new = _waiver("B602", "path", "src/app/run.py", expires=TODAY + dt.timedelta(days=90))
+    report = apply_waivers([CODE], [old, new], TODAY)
+    assert report.suppressed == ((CODE, new),)
+    assert report.uncovered_expired == () and report.stale == ()
+    assert "a renewed waiver covers" in report.messages()[0]
 
 
 def test_stale_and_expiring_waivers() -> None:
@@ -74,7 +87,7 @@ def test_stale_and_expiring_waivers() -> None:
     unused = _waiver("B999", "path", "src/", expires=TODAY - dt.timedelta(days=30))
     report = apply_waivers([CODE], [soon, later, unused], TODAY)
     assert report.suppressed[0].waiver == soon            # the first valid waiver wins
-    assert report.expiring == (soon,)
+    assert report.expiring == report.expiring_soon == (soon,)
     assert report.stale == (unused,)                      # matches nothing (and is expired)
     assert report.expired == ()                           # expired ones only if they'd match
 
@@ -101,6 +114,7 @@ def test_load_waivers(tmp_path: Path) -> None:
     first, second = load_waivers(path)
     assert (first.id, first.scope, first.owner, first.expires) == (
         "PYSEC-2018-28", Scope("package", "requests"), "alice@example.com", dt.date(2025, 3, 31))
+    assert (first.package, first.path, first.image) == ("requests", None, None)
     assert (second.scope, second.scanner, second.expires) == (
         Scope("path", "src/app/run.py"), "code", dt.date(2026, 1, 15))
 
@@ -118,17 +132,20 @@ BASE = "  - id: X-1\n    package: foo\n    owner: me\n    reason: r\n    expires
     ("waivers: {id: x}\n", "must be a list"),
     ("waiver:\n" + BASE, "unknown top-level key 'waiver'"),
     ("waivers:\n  - just a string\n", "waivers[0]: must be a mapping"),
-    ("waivers:\n" + BASE.replace("    owner: me\n", ""), "waivers[0] (X-1): missing 'owner'"),
-    ("waivers:\n" + BASE.replace("    reason: r\n", "    reason: ''\n"), "missing 'reason'"),
+    ("waivers:\n" + BASE.replace("    owner: me\n", ""),
+     "waivers[0]: missing required key 'owner' (waiver X-1)"),
+    ("waivers:\n" + BASE.replace("    reason: r\n", "    reason: ''\n"),
+     "missing required key 'reason'"),
     ("waivers:\n" + BASE.replace("2025-01-01", "31/01/2025"), "'expires' must be a date"),
-    ("waivers:\n" + BASE.replace("    expires: 2025-01-01\n", ""), "missing 'expires'"),
+    ("waivers:\n" + BASE.replace("    expires: 2025-01-01\n", ""),
+     "missing required key 'expires'"),
     ("waivers:\n" + BASE.replace("    package: foo\n", ""), "exactly one scope"),
     ("waivers:\n" + BASE.replace("    package: foo\n", "    package: foo\n    path: a\n"),
      "got package and path"),
-    ("waivers:\n" + BASE.replace("- id: X-1", "- id: ''"), "missing 'id'"),
+    ("waivers:\n" + BASE.replace("- id: X-1", "- id: ''"), "missing required key 'id'"),
     ("waivers:\n" + BASE + "    expire: 2025-01-01\n", "unknown key 'expire'"),
     ("waivers:\n" + BASE.replace("    owner", "    scanner: sast\n    owner"), "'scanner' must"),
-    ("waivers:\n" + BASE + BASE, "waivers[1] (X-1): duplicates waivers[0]"),
+    ("waivers:\n" + BASE + BASE, "waivers[1]: duplicates waivers[0] (waiver X-1)"),
 ])
 def test_malformed_waivers_name_file_and_entry(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "waivers.yaml"
