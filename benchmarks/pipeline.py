@@ -35,6 +35,8 @@ def main() -> None:
         project = Path(tmp) / "example"
         shutil.copytree(REPO / "fixtures" / "example", project,
                         ignore=shutil.ignore_patterns(".ci-ml-cache", "out"))
+        # The example audits its pins against ../advisories (the vendored OSV mirror).
+        (Path(tmp) / "advisories").symlink_to(REPO / "fixtures" / "advisories")
         cold = timed_run(project)
         warm = statistics.median(timed_run(project) for _ in range(3))
         forced = timed_run(project, "--force")
