@@ -28,7 +28,8 @@ PACKAGES = ("ci-ml", "torch", "numpy", "safetensors", "matplotlib")
 GIT_TIMEOUT_S = 10.0
 
 
-def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of distributions ("missing" if absent): recorded, and part of cache keys."""
     out = {}
     for n in names:
         try:
@@ -127,7 +128,7 @@ def build_manifest(*, config: Config, data: Mapping[str, Mapping[str, Any]],
             "world_size": world_size,
             "torch": torch.__version__,
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "packages": package_versions(),
+            "packages": package_versions(*PACKAGES),
         },
         "result": dict(result),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from ci_ml.config import Config
 from ci_ml.data.loader import load_data
 from ci_ml.errors import ConfigError
 from ci_ml.fsutil import atomic_write_json
+from ci_ml.model.run_manifest import package_versions
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 
 if TYPE_CHECKING:
@@ -48,16 +48,6 @@ def user_code_files(config: Config) -> tuple[Path, ...]:
             if candidate.exists():
                 hits.append(candidate)
     return tuple(hits)
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    out = {}
-    for n in names:
-        try:
-            out[n] = importlib.metadata.version(n)
-        except importlib.metadata.PackageNotFoundError:
-            out[n] = "missing"
-    return out
 
 
 class TrainStep(Step):

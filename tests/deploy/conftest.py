@@ -6,12 +6,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gate.trained import clone, shared_trained_project
+from tests.gate.trained import project, trained  # noqa: F401  (fixtures)
 
 
 def _ping() -> Any:
@@ -39,13 +38,3 @@ def docker_client() -> Any:
     if client is None:
         pytest.fail("no Docker engine: start dockerd (see shared/ENVIRONMENT.md)")
     return client
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_trained_project(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def project(trained: Path, tmp_path: Path) -> Path:
-    return clone(trained, tmp_path / "example")

@@ -1,17 +1,3 @@
-from __future__ import annotations
+"""The trained example project, shared with the gate, registry, attest and deploy tests."""
 
-from pathlib import Path
-
-import pytest
-
-from tests.gate.trained import clone, shared_trained_project
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_trained_project(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def project(trained: Path, tmp_path: Path) -> Path:
-    return clone(trained, tmp_path / "example")
+from tests.gate.trained import project, trained  # noqa: F401  (fixtures)

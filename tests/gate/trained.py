@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conftest import EXAMPLE, FIXTURES, run_cli
@@ -90,3 +91,15 @@ def cli(project: Path, *args: str | Path, env: dict[str, str] | None = None) -> 
 
 def days(n: int) -> str:
     return (datetime.date.today() + datetime.timedelta(days=n)).isoformat()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One trained example per test session (see shared_trained_project)."""
+    return shared_trained_project(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def project(trained: Path, tmp_path: Path) -> Path:
+    """A private clone of the trained example."""
+    return clone(trained, tmp_path / "example")
