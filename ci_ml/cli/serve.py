@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ci_ml.artifacts import CANDIDATE_ONNX
 from ci_ml.cli.common import common_options
 from ci_ml.config import Config, apply_defaults, config_schema, find_config, load_config
 from ci_ml.errors import ConfigError
@@ -35,7 +36,7 @@ def resolve_model(explicit: Path | None, section: dict[str, Any], root: Path | N
         return explicit
     if section.get("model") and root is not None:
         return (root / str(section["model"])).resolve()
-    return out_dir / "pruned" / "model.onnx"
+    return out_dir / CANDIDATE_ONNX
 
 
 @click.command()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ci_ml.artifacts import CANDIDATE_DIR
 from ci_ml.config import Config
 from ci_ml.data.loader import load_data
 from ci_ml.errors import ConfigError
@@ -123,7 +124,7 @@ class TrainStep(Step):
                            {"accuracy": acc, "epochs": epochs, "nproc": settings.nproc})
 
 
-PRUNED_DIR = "pruned"
+PRUNED_DIR = CANDIDATE_DIR
 PRUNE_REPORT = "prune-report.json"
 PRUNE_PLOT = "prune-tradeoff.png"
 

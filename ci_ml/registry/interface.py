@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ci_ml.artifacts import CANDIDATE_CARD, CANDIDATE_ONNX, CANDIDATE_ONNX_DATA, TRAINED_WEIGHTS
 from ci_ml.errors import InputError
 from ci_ml.fsutil import hash_json, sha256_file
 
@@ -27,12 +28,12 @@ PREVIOUS_STAGE: Mapping[str, str | None] = {"staging": None, "production": "stag
 # ``identity`` files define the model digest (the contract with the gate); the model
 # card rides along so a registry version can be served on its own.
 IDENTITY_FILES: Mapping[str, str] = {
-    "model.onnx": "pruned/model.onnx",
-    "model.onnx.data": "pruned/model.onnx.data",
-    "model.safetensors": "model/model.safetensors",
+    "model.onnx": CANDIDATE_ONNX,
+    "model.onnx.data": CANDIDATE_ONNX_DATA,
+    "model.safetensors": TRAINED_WEIGHTS,
 }
 OPTIONAL_FILES = frozenset({"model.onnx.data"})
-CARD_FILES: Mapping[str, str] = {"model.json": "pruned/model.json"}
+CARD_FILES: Mapping[str, str] = {"model.json": CANDIDATE_CARD}
 
 
 class RegistryError(InputError):

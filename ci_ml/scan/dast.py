@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import ci_ml
+from ci_ml.artifacts import CANDIDATE_ONNX
 from ci_ml.config import Config
 from ci_ml.dast.builtin import BuiltinEngine
 from ci_ml.dast.findings import findings_from
@@ -29,7 +30,7 @@ from ci_ml.dast.target import discover
 from ci_ml.pipeline.interface import StepContext
 from ci_ml.scan.interface import Scanner, ScanRequest, ScanResult, ScanStatus
 
-PRUNED_MODEL = "pruned/model.onnx"
+PRUNED_MODEL = CANDIDATE_ONNX
 
 
 def dast_request(config: Config, ctx: StepContext | None) -> ScanRequest:

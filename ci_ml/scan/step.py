@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ci_ml.artifacts import CANDIDATE_DIR, TRAINED_DIR
 from ci_ml.config import Config
 from ci_ml.errors import ConfigError, InputError
 from ci_ml.fsutil import atomic_write_json, hash_path, iter_files, sha256_file
@@ -27,7 +28,7 @@ from ci_ml.scan.tool import find_tool, run_tool
 
 ADVISORIES_ENV = "CI_ML_ADVISORIES"
 IMAGE_SBOM = "scans/image-sbom.cdx.json"
-MODEL_ARTIFACTS = ("model", "pruned")   # what train and prune write under --out
+MODEL_ARTIFACTS = (TRAINED_DIR, CANDIDATE_DIR)   # what train and prune write under --out
 
 
 def scan_result_path(scanner: str) -> str:
