@@ -35,6 +35,7 @@ CONTINUE, STOP, DIVERGED = 0, 1, 2
 class TrainSettings:
     epochs: int = 10
     batch_size: int = 64
+    accumulation_steps: int = 1
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
@@ -51,6 +52,7 @@ class TrainSettings:
         early = section.get("early_stopping") or {}
         return cls(
             epochs=int(section["epochs"]), batch_size=int(section["batch_size"]),
+            accumulation_steps=int(section.get("accumulation_steps", 1)),
             learning_rate=float(section["learning_rate"]), optimizer=str(section["optimizer"]),
             weight_decay=float(section["weight_decay"]), momentum=float(section["momentum"]),
             seed=int(section["seed"]), threads=int(section["threads"]),
@@ -194,7 +196,7 @@ def epoch_order(n: int, generator: torch.Generator, rank: int = 0, world: int = 
 
 def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                batch_size: int, generator: torch.Generator, rank: int = 0,
-               world: int = 1) -> tuple[float, int]:
+               world: int = 1, accumulation: int = 1) -> tuple[float, int]:
     """One pass over this rank's shard: (sum of per-sample losses, samples seen).
 
     The loop does nothing per batch besides the math: no finiteness check and no
@@ -202,16 +204,32 @@ def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     benchmarks/train.py measured the check alone at several percent on small
     models). The batch losses are kept as tensors and summed once; a NaN or inf
     loss poisons that sum, which the caller checks once per epoch.
+
+    With ``accumulation`` > 1 each batch goes through the model in that many
+    micro-batches whose gradients add up (each loss weighted by its share of the
+    batch) before one optimizer step: the same update as one batch, in the memory of
+    a micro-batch (batch norm normalizes over each micro-batch).
     """
     model.train()
     order = epoch_order(len(y), generator, rank, world)
     losses: list[torch.Tensor] = []
     sizes: list[int] = []
+    micro = max(1, -(-batch_size // max(accumulation, 1)))
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        loss.backward()
+        if micro >= len(idx):
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+        else:
+            parts = []
+            for j in range(0, len(idx), micro):
+                part = idx[j:j + micro]
+                part_loss = nn.functional.cross_entropy(model(x[part]), y[part]) * (
+                    len(part) / len(idx))
+                part_loss.backward()
+                parts.append(part_loss.detach())
+            loss = torch.stack(parts).sum()
         opt.step()
         losses.append(loss.detach())
         sizes.append(len(idx))
@@ -258,7 +276,8 @@ def fit(model: nn.Module, train: Split, monitor: Split, classes: tuple[str, ...]
     best_loss, best_epoch, bad_epochs = math.inf, 0, 0
     stopped = False
     for epoch in range(1, s.epochs + 1):
-        total, seen = epoch_sums(model, opt, x, y, local_batch, generator, group.rank, group.world)
+        total, seen = epoch_sums(model, opt, x, y, local_batch, generator, group.rank, group.world,
+                                 s.accumulation_steps)
         total, seen_f = group.all_sum((total, float(seen)))
         group.average_buffers(net)
         train_loss = total / max(seen_f, 1.0)
