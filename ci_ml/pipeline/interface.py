@@ -105,6 +105,6 @@ class StepFailed(CiMlError):
     """A step raised: carries the step's name so the runner can say where."""
 
     def __init__(self, step: str, cause: CiMlError) -> None:
-        super().__init__(f"{step}: {cause.message}")
+        super().__init__(f"{step}: {cause.message}", hint=cause.hint)
         self.exit_code = cause.exit_code
         self.cause = cause

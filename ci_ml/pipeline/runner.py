@@ -23,6 +23,7 @@ from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
 from ci_ml.pipeline.cache import StepCache
+from ci_ml.pipeline.execute import check_limits, execute, note_selection
 from ci_ml.pipeline.interface import (
     Step,
     StepContext,
@@ -150,6 +151,8 @@ def run_pipeline(
     cache = StepCache(cache_root(config), enabled=bool(config.section("cache")["enabled"]))
     staging_root = out_dir / STAGING_DIR
     plan = plan_steps(steps, config, out_dir, staging_root, stage, force, cache, reporter)
+    check_limits(config, sorted(plan.will_run))
+    note_selection(only)
     # Every step that will really run validates its inputs before any of them runs or
     # writes; a step the cache will answer costs nothing (not even importing torch).
     for step_cls in steps:
@@ -205,7 +208,7 @@ def _run_one(
     else:
         reporter.step_start(index, total, step.name, step.title)
         try:
-            outcome = step.run(ctx)
+            outcome = execute(step, ctx, declared, key)
         except CiMlError as exc:
             reporter.step_end(index, total, step.name, "failed", time.perf_counter() - started)
             raise StepFailed(step.name, exc) from exc
