@@ -20,11 +20,22 @@ from ci_ml.pipeline.runner import run_pipeline
 @click.option("--only", "only", multiple=True, metavar="STEP",
               help="Run only STEP (repeatable), after restoring or running what it needs.")
 @click.option("--force", is_flag=True, help="Ignore the step cache and run every step.")
+@click.option("--autofix", "autofix_retries", type=click.IntRange(0, 20), default=0,
+              metavar="N", show_default=True,
+              help="After a failed step, retry up to N times as `ci-ml autofix` recommends.")
 @common_options
-def run(stage: str, only: tuple[str, ...], force: bool, config_path: Path | None,
-        out_dir: Path, quiet: bool) -> None:
+def run(stage: str, only: tuple[str, ...], force: bool, autofix_retries: int,
+        config_path: Path | None, out_dir: Path, quiet: bool) -> None:
     """Run the whole pipeline locally: data check, train, prune, scans, gate."""
-    run_steps(config_path, out_dir, quiet, only or None, stage, force)
+    if not autofix_retries:
+        run_steps(config_path, out_dir, quiet, only or None, stage, force)
+    from ci_ml.autofix.retry import run_with_autofix
+
+    result = run_with_autofix(load_config(config_path), out_dir, retries=autofix_retries,
+                              stage=stage, only=only or None, force=force,
+                              reporter=Reporter(quiet=quiet), echo=click.echo)
+    print_run(result)
+    sys.exit(result.exit_code)
 
 
 @click.group()
