@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -87,6 +88,23 @@ class Ending:
     log_tail: str = ""
 
 
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL|AUTH",
+                          re.IGNORECASE)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """The text with the values of secret-looking environment variables masked.
+
+    CI masks secrets in its logs, not in artifacts; the history travels in the cache
+    artifact, so a log tail that printed a token must not carry it there.
+    """
+    values = sorted({v for k, v in (os.environ if env is None else env).items()
+                     if _SECRET_NAME.search(k) and len(v) >= 6}, key=len, reverse=True)
+    for value in values:
+        text = text.replace(value, "***")
+    return text
+
+
 def make_record(config: Config, step: str, key: str, settings: Settings, input_bytes: int,
                 usage: Usage, enforcement: Enforcement, isolated: bool, ending: Ending,
                 extra: Mapping[str, Any] | None = None) -> RunRecord:
@@ -98,8 +116,8 @@ def make_record(config: Config, step: str, key: str, settings: Settings, input_b
         step=step, key=key, settings=settings, input_bytes=input_bytes, usage=usage,
         enforcement=enforcement, isolated=isolated, exit_code=ending.exit_code,
         signal=ending.signal, timed_out=ending.timed_out, oom_killed=ending.oom_killed,
-        status=ending.status, message=ending.message if failed else "",
-        log_tail=ending.log_tail[-LOG_TAIL_CHARS:] if failed else "",
+        status=ending.status, message=redact(ending.message) if failed else "",
+        log_tail=redact(ending.log_tail[-LOG_TAIL_CHARS:]) if failed else "",
         remediation=now.remediation, extra=dict(extra or {}),
     )
     if failed:

@@ -115,3 +115,12 @@ def test_records_round_trip_through_json_as_documented() -> None:
                          "message", "log_tail", "remediation"}
     assert data["failure"]["class"] == "out-of-memory"
     assert RunRecord.from_json(data).failure == oom().failure
+
+
+def test_secrets_in_a_failed_runs_log_never_reach_the_history() -> None:
+    from ci_ml.autofix.record import redact
+
+    env = {"REGISTRY_TOKEN": "ghp_abcdef123456", "ZAP_API_KEY": "zz-key-998877",
+           "HOME": "/home/runner", "SHORT_SECRET": "abc"}
+    text = "auth failed for ghp_abcdef123456 at /home/runner (key zz-key-998877, abc)"
+    assert redact(text, env) == "auth failed for *** at /home/runner (key ***, abc)"
