@@ -33,7 +33,7 @@ from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome,
 if TYPE_CHECKING:
     from ci_ml.autofix.interface import RunRecord, Settings
     from ci_ml.autofix.record import Ending
-    from ci_ml.limits import ProcessResult, Usage
+    from ci_ml.limits import Enforcement, ProcessResult, Usage
 
 _SELECTION: ContextVar[tuple[str, ...] | None] = ContextVar("ci_ml_selection", default=None)
 RETRY_HINT = ("`ci-ml autofix` recommends a retry configuration for it "
@@ -80,7 +80,8 @@ def execute(step: Step, ctx: StepContext, declared: StepInputs, key: str) -> Ste
 
 
 def _record(step: Step, ctx: StepContext, declared: StepInputs, key: str, settings: Settings,
-            usage: Usage, enforcement: Any, isolated: bool, ending: Ending) -> RunRecord | None:
+            usage: Usage, enforcement: Enforcement, isolated: bool,
+            ending: Ending) -> RunRecord | None:
     """Append the run to the history; a history that cannot be written never fails a step."""
     from ci_ml.autofix.record import input_bytes, make_record, write_record
 
