@@ -13,7 +13,8 @@ need from the run's settings and input size:
 
 The coefficients have a weak prior (where the history never varied a setting,
 the prior says what changing it does: half the memory proportional to the
-micro-batch, memory per process, time falling with threads and processes; see
+micro-batch, memory per process, smaller micro-batches a little slower, threads and
+processes no faster until the history shows it; see
 ``MEMORY_PRIOR`` / ``TIME_PRIOR``); successful runs are observations; failed runs
 are *censored* observations (an out-of-memory run at limit L needed more than L, a
 timed-out run more than its timeout). The posterior is sampled; samples that
@@ -49,9 +50,11 @@ _RESOURCE_RULES = {"open-files": "open_files", "file-size-limit": "file_size",
 # reference need over the reference feature value (for "threads": of the need alone).
 MEMORY_PRIOR = (("micro_batch", 0.5, 0.5), ("nproc", 0.5, 0.5), ("threads", 0.02, 0.03),
                 ("input_mb", 0.25, 0.25))
-# Time (log-seconds on log-features): elasticities.
+# Time (log-seconds on log-features): elasticities. More threads or processes are not
+# assumed to help (mean 0): on a shared 2-core runner they often do not, and they change
+# what is computed; the history has to show it.
 TIME_PRIOR = (("log_micro_batch", -0.15, 0.2), ("log_batch", -0.1, 0.3),
-              ("log_nproc", -0.5, 0.3), ("log_threads", -0.3, 0.3), ("log_input", 1.0, 0.3))
+              ("log_nproc", 0.0, 0.3), ("log_threads", 0.0, 0.3), ("log_input", 1.0, 0.3))
 
 
 def features(settings: Settings, input_bytes: int) -> dict[str, float]:

@@ -23,7 +23,9 @@ from ci_ml.autofix.model import machine_memory
 from ci_ml.limits.interface import MIB
 
 MEMORY_FACTORS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
-TIMEOUT_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0)
+# A timeout far above the need costs nothing unless the run hangs: the expected cost counts
+# minutes up to the timeout, so long timeouts are chosen only when the model is unsure.
+TIMEOUT_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 ACCUMULATION_FACTORS = (1, 2, 4, 8, 16)
 LIMIT_FACTORS = (1, 2, 4, 8)
 # Batch norm statistics over fewer samples than this get noisy: no smaller micro-batches.
