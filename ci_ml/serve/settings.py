@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,9 @@ class Limits:
     max_connections: int = 64
     request_timeout_s: float = 10.0
     drain_timeout_s: float = 10.0
+    max_abs_input: float = 1e12
+    max_string: int = 4096
+    max_header_bytes: int = 16384
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,22 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 1
+    workers: int = 1
+    name: str | None = None
+    version: str | None = None
     limits: Limits = field(default_factory=Limits)
     log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` 0 means one per CPU this process may run on (at most 8)."""
+        if self.workers > 0:
+            return self.workers
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(1, min(cpus, 8))
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], root: Path | None = None) -> ServeSettings:
@@ -48,6 +66,9 @@ class ServeSettings:
             return cls(
                 host=str(section.get("host", cls.host)), port=int(section.get("port", cls.port)),
                 threads=int(section.get("threads", cls.threads)),
+                workers=int(section.get("workers", cls.workers)),
+                name=str(section["name"]) if section.get("name") else None,
+                version=str(section["version"]) if section.get("version") is not None else None,
                 limits=Limits(**{k: limits[k] for k in Limits.__dataclass_fields__ if k in limits}),
                 log=LogSettings(**{k: log[k] for k in LogSettings.__dataclass_fields__
                                    if k in log}),
