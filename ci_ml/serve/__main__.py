@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings.with_address(args.host, port)
         if workers is not None:
             settings = replace(settings, workers=workers)
+        if settings.version is None and os.environ.get("CI_ML_MODEL_VERSION"):
+            # The rendered Kubernetes manifests name the registry version they deploy.
+            settings = replace(settings, version=os.environ["CI_ML_MODEL_VERSION"])
 
         def ready(url: str, n: int) -> None:
             logging.getLogger("ci_ml.serve").info("serving %s with %d worker%s on %s",

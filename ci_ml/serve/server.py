@@ -184,16 +184,24 @@ def serve_forever(model_path: Path, settings: ServeSettings,
                 on_ready(url_of(sock), 1)
             server.run(sockets=[sock])
             return app.requests_served
-        return _serve_workers(model_path, settings, sock, workers, on_ready)
+        try:
+            metrics_dir = tempfile.mkdtemp(prefix="ci-ml-metrics-",
+                                           dir=os.environ.get(MULTIPROC_ENV) or None)
+        except OSError as exc:
+            # Workers share metrics through files; with nowhere to write them, one worker.
+            LOG.warning("no writable directory for shared metrics (%s): serving with one "
+                        "worker", exc)
+            return serve_forever(model_path, replace(settings, workers=1), on_ready)
+        return _serve_workers(model_path, settings, sock, workers, on_ready, metrics_dir)
     finally:
         sock.close()
 
 
 def _serve_workers(model_path: Path, settings: ServeSettings, sock: socket.socket, workers: int,
-                   on_ready: Callable[[str, int], None] | None) -> int:
+                   on_ready: Callable[[str, int], None] | None, metrics_dir: str) -> int:
     from uvicorn.supervisors import Multiprocess
 
-    metrics_dir = tempfile.mkdtemp(prefix="ci-ml-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
     os.environ[MULTIPROC_ENV] = metrics_dir
     os.environ[WORKER_ENV] = json.dumps({"model": str(model_path.resolve()),
                                          "settings": replace(settings, workers=1).to_json()})
@@ -206,5 +214,8 @@ def _serve_workers(model_path: Path, settings: ServeSettings, sock: socket.socke
         return -1
     finally:
         os.environ.pop(WORKER_ENV, None)
-        os.environ.pop(MULTIPROC_ENV, None)
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
         shutil.rmtree(metrics_dir, ignore_errors=True)
