@@ -108,11 +108,12 @@ class HardenedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._in_head:
-            self._head_bytes += len(data)
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end
+            if self._head_bytes > self.ci_limits.max_header_bytes:
+                self._refuse(431, "request head too large")
+                return
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.ci_limits.max_header_bytes \
-                and not self.transport.is_closing():
-            self._refuse(431, "request head too large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
