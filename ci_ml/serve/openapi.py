@@ -117,9 +117,10 @@ def build_openapi(model: ServedModel, settings: ServeSettings, name: str,
                  "properties": {"name": {"type": "string"},
                                 "inputs": {"type": "array", "items": tensor},
                                 "outputs": {"type": "array", "items": tensor}}},
-                parameters=[name_param]),
+                {"404": _error("No such model")}, parameters=[name_param]),
             "/v2/models/{name}/ready": get("oipModelReady", "Model readiness", oip_ready,
-                                           {"503": _error("Draining")}, [name_param]),
+                                           {"404": _error("No such model"),
+                                            "503": _error("Draining")}, [name_param]),
         },
         "components": {"schemas": {
             "PredictRequest": {
