@@ -239,3 +239,14 @@ def test_request_log_samples_and_rotates(tiny_model: Path, tmp_path: Path) -> No
         assert x["ts"].endswith("Z") and x["route"] == "/predict"
         assert x["model_digest"] == srv.app.model.sha256 and x["model_version"] is None
     assert any(x["status"] == 422 and x["outputs"] is None for x in lines)
+
+
+def test_request_ids_are_the_servers_own(served: RunningServer) -> None:
+    """A client cannot choose the id its request is logged under (late labels join on it)."""
+    ids = set()
+    for _ in range(3):
+        status, hdrs, body = request(served, "POST", "/predict", b'{"inputs": [[1, 2, 3, 4]]}',
+                                     {"X-Request-Id": "chosen-by-client"})
+        assert status == 200 and json.loads(body)["id"] == hdrs["x-request-id"]
+        ids.add(hdrs["x-request-id"])
+    assert len(ids) == 3 and "chosen-by-client" not in ids
