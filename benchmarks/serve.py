@@ -249,6 +249,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="sequential requests")
     parser.add_argument("--baseline", help="git ref of the stdlib server (default: found)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the servers started here are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     work = Path(tempfile.mkdtemp(prefix="ci-ml-bench-"))
     servers: list[Server] = []
     try:
