@@ -188,6 +188,7 @@ def test_connection_limit_answers_503(tiny_model: Path) -> None:
 def test_drain_lets_in_flight_requests_finish(tiny_model: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     srv = start_background(ServedModel(tiny_model), ServeSettings(port=0))
+    srv.app.inline_budget_s = 0.0      # this "slow model" runs where a slow model would
     real = srv.app.model.predict
     entered = threading.Event()
 
