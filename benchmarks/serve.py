@@ -11,8 +11,12 @@ TCP_NODELAY, from threads of this process. Measured in this one run:
    and after the served runs (the median of both brackets the served numbers);
 2. per server, one client sending POST /predict with the same sample sequentially: p50
    and p99 minus the bare run's are the server's overhead;
-3. per server, 1, 4 and 16 keep-alive clients for --duration seconds each: requests/s,
-   p50/p99, errors (target: none); the servers take turns at each client count;
+3. per server, 1, 4 and 16 keep-alive clients for --duration seconds each, in rounds of
+   2 s where the servers take turns in a rotating order (a shared machine's load drifts:
+   each server sees the same drift): median requests/s of the rounds, p50/p99 of all
+   requests, the server's CPU time per request (all its processes and threads: what a
+   request costs, whatever share of the CPU the scheduler gave the server), errors
+   (target: none);
 4. the new server's RSS (all its processes) through the load (target: growth under 10%),
    and the built-in DAST scan of it (target: at most 30 s, nothing medium or worse).
 
@@ -49,6 +53,7 @@ from ci_ml.serve.server import load_model  # noqa: E402
 from ci_ml.serve.settings import ServeSettings  # noqa: E402
 
 URL = re.compile(r"http://127\.0\.0\.1:\d+")
+ROUND_S = 2.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -147,14 +152,32 @@ class Client:
         return resp.status
 
 
-def rss_kb(pid: int) -> int:
-    """RSS of a process and its children (the workers)."""
-    total = 0
+def family(pid: int) -> list[int]:
+    """A process and its children (the workers)."""
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
+    return pids
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children, all threads."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def rss_kb(pid: int) -> int:
+    """RSS of a process and its children (the workers)."""
+    total = 0
+    for p in family(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -222,7 +245,7 @@ def bench_load(url: str, body: bytes, duration: float, clients: int,
     elapsed = time.monotonic() - started
     flat = [v for lat in latencies for v in lat]
     return {"requests": len(flat), "errors": sum(errors), "rps": len(flat) / elapsed,
-            "p50": percentile(flat, 50), "p99": percentile(flat, 99), "rss": rss}
+            "p50": percentile(flat, 50), "p99": percentile(flat, 99), "rss": rss, "lat": flat}
 
 
 def bench_dast(url: str) -> tuple[float, int, int]:
@@ -243,8 +266,8 @@ def bench_dast(url: str) -> tuple[float, int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", type=Path)
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds per server and client count")
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds per server and client count (in rounds of 2 s)")
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--requests", type=int, default=3000, help="sequential requests")
     parser.add_argument("--baseline", help="git ref of the stdlib server (default: found)")
@@ -282,19 +305,35 @@ def main() -> int:
                   f"{p50 - bare_p50:+.3f} ms  p99 {p99 - bare_p99:+.3f} ms")
 
         levels = [int(c) for c in args.clients.split(",")]
-        print(f"\nkeep-alive clients, {args.duration:g} s each (servers take turns)")
+        rounds = max(1, round(args.duration / ROUND_S))
+        print(f"\nkeep-alive clients: per server {rounds} rounds of {ROUND_S:g} s, the servers "
+              "taking turns in a rotating order (median req/s of the rounds; latencies pooled)")
         errors = 0
-        growth = 0.0
+        rss_seen: list[int] = []
         for clients in levels:
+            results: dict[str, list[dict[str, object]]] = {s.name: [] for s in servers}
+            for i in range(rounds):
+                for s in servers[i % len(servers):] + servers[:i % len(servers)]:
+                    watch = s.proc.pid if s is servers[-1] else None
+                    cpu0 = cpu_s(s.proc.pid)
+                    r = bench_load(s.url, body, ROUND_S, clients, watch)
+                    r["cpu"] = cpu_s(s.proc.pid) - cpu0
+                    results[s.name].append(r)
+                    errors += int(r["errors"])  # type: ignore[call-overload]
+                    rss = r["rss"]
+                    if isinstance(rss, list):
+                        rss_seen += rss
             for s in servers:
-                watch = s.proc.pid if s is servers[-1] else None
-                r = bench_load(s.url, body, args.duration, clients, watch)
-                errors += int(r["errors"])  # type: ignore[call-overload]
-                print(f"  {clients:>2} clients  {s.name:<10} {r['rps']:7.0f} req/s  p50 "
-                      f"{r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  errors {r['errors']}")
-                rss = r["rss"]
-                if isinstance(rss, list) and len(rss) > 2:
-                    growth = max(growth, (rss[-1] - rss[1]) / rss[1] * 100)
+                rs = results[s.name]
+                rps = statistics.median(float(r["rps"]) for r in rs)  # type: ignore[arg-type]
+                lat = [v for r in rs for v in r["lat"]]  # type: ignore[attr-defined]
+                errs = sum(int(r["errors"]) for r in rs)  # type: ignore[call-overload]
+                cpu = sum(float(r["cpu"]) for r in rs)  # type: ignore[arg-type]
+                n_req = sum(int(r["requests"]) for r in rs)  # type: ignore[call-overload]
+                print(f"  {clients:>2} clients  {s.name:<10} {rps:7.0f} req/s  p50 "
+                      f"{percentile(lat, 50):6.2f} ms  p99 {percentile(lat, 99):6.2f} ms  "
+                      f"server CPU {cpu / max(n_req, 1) * 1e6:4.0f} us/request  errors {errs}")
+        growth = ((rss_seen[-1] - rss_seen[1]) / rss_seen[1] * 100) if len(rss_seen) > 2 else 0.0
         print(f"  errors {errors} (target 0: {'OK' if errors == 0 else 'MISSED'}); "
               f"RSS growth of {servers[-1].name} {growth:+.1f}% (target < 10%)")
 
