@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -10,6 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from ci_ml.errors import InputError
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs the container may use (quota / period), or None when unlimited or unknown."""
+    try:
+        text = (root / "cpu.max").read_text().split()           # cgroup v2: "max 100000"
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        if text:
+            return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:                                                         # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -44,13 +63,17 @@ class ServeSettings:
 
     @property
     def worker_count(self) -> int:
-        """``workers`` 0 means one per CPU this process may run on (at most 8)."""
+        """``workers`` 0 means one per CPU this process may use (at most 8): the CPUs it
+        may run on, capped by a container's CPU quota (cgroup v2 or v1)."""
         if self.workers > 0:
             return self.workers
         try:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
+        quota = cgroup_cpu_quota()
+        if quota is not None:
+            cpus = min(cpus, max(1, math.ceil(quota)))
         return max(1, min(cpus, 8))
 
     @classmethod

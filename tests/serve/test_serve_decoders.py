@@ -80,3 +80,14 @@ def test_unknown_input_format_is_a_card_error(tmp_path: Path) -> None:
     (path.parent / "model.json").write_text(json.dumps(card))
     with pytest.raises(InputError, match="input_format 'parquet' is not one of tensor"):
         ServedModel(path)
+
+
+def test_workers_follow_the_containers_cpu_quota(tmp_path: Path) -> None:
+    from ci_ml.serve.settings import ServeSettings, cgroup_cpu_quota
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    assert ServeSettings(workers=3).worker_count == 3
+    assert 1 <= ServeSettings(workers=0).worker_count <= 8

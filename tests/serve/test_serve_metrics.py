@@ -128,3 +128,36 @@ def test_prometheus_scrapes_two_workers_and_counts_every_request(
                            f'ci_ml_request_duration_seconds_bucket{{instance="{instance}",'
                            'route="/predict"}))')
     assert p50 and 0 < float(p50[0]["value"][1]) < 10
+
+
+def test_two_workers_share_one_request_log(tmp_path: Path) -> None:
+    """Both workers append whole lines to one file: every request once, no torn lines."""
+    model = make_model(tmp_path / "m")
+    log = tmp_path / "logs" / "requests.jsonl"
+    settings = tmp_path / "serve.json"
+    settings.write_text(json.dumps({"host": "127.0.0.1", "port": 0,
+                                    "log": {"path": str(log), "sample_rate": 1.0}}))
+    proc = subprocess.Popen([sys.executable, "-m", "ci_ml.serve", "--model", str(model),
+                             "--settings", str(settings), "--workers", "2"],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    url = proc.stderr.readline().strip().split(" on ")[-1]
+    ids = set()
+    try:
+        for i in range(30):
+            parts = urlsplit(url)
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            conn.request("POST", "/predict", body=b'{"inputs": [[%d, 1, 2, 3]]}' % i,
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            ids.add(resp.getheader("X-Request-Id"))
+            conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]   # none torn
+    assert {x["id"] for x in lines} == ids and len(lines) == 30
+    assert sorted(x["inputs"][0][0] for x in lines) == list(range(30))
