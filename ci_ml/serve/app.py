@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from ci_ml.serve import oip
-from ci_ml.serve.decoders.interface import Batch, RequestError
+from ci_ml.serve.decoders.interface import Batch, Predictions, RequestError
 from ci_ml.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from ci_ml.serve.metrics import Metrics
-from ci_ml.serve.model import Predictions, ServedModel
+from ci_ml.serve.model import ServedModel
 from ci_ml.serve.openapi import build_openapi
 from ci_ml.serve.requestlog import RequestLog
 from ci_ml.serve.settings import ServeSettings

@@ -21,7 +21,13 @@ import numpy as np
 
 from ci_ml.errors import InputError
 from ci_ml.serve.decoders import DecoderLimits, InputDecoder, decoder_for
-from ci_ml.serve.decoders.interface import ONNX_TYPES, Batch, RequestError, TensorSpec
+from ci_ml.serve.decoders.interface import (
+    ONNX_TYPES,
+    Batch,
+    Predictions,
+    RequestError,
+    TensorSpec,
+)
 
 SPEC = "model.json"
 TASKS = ("classification", "regression")
@@ -82,24 +88,6 @@ class Card:
     def input_shape(self) -> tuple[int, ...] | None:
         shape = (self.doc.get("spec") or {}).get("input_shape")
         return tuple(int(v) for v in shape) if shape else None
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """A batch's answer: class labels and probabilities, or predicted values."""
-
-    labels: list[str] | None = None
-    probabilities: np.ndarray | None = None   # (batch, classes), float64
-    values: np.ndarray | None = None          # (batch,) or (batch, k), float64
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Per row, for the request log."""
-        if self.labels is not None and self.probabilities is not None:
-            probs = np.round(self.probabilities, 6).tolist()
-            return [{"label": lab, "probabilities": p} for lab, p in zip(self.labels, probs,
-                                                                          strict=True)]
-        assert self.values is not None
-        return [{"value": v} for v in self.values.tolist()]
 
 
 def sha256_of(paths: list[Path]) -> str:
@@ -166,6 +154,8 @@ class ServedModel:
                                                      limits or DecoderLimits())
         except ValueError as exc:
             raise InputError(f"{path.parent / SPEC}: {exc}") from None
+        self._decoder_reads_outputs = (type(self.decoder).read_outputs
+                                       is not InputDecoder.read_outputs)
         data_files = sorted(path.parent.glob(path.name + ".data"))
         self.sha256 = sha256_of([path, *data_files, path.parent / SPEC])
 
@@ -245,6 +235,12 @@ class ServedModel:
         return np.concatenate(parts)
 
     def predict(self, batch: Batch) -> Predictions:
+        if self._decoder_reads_outputs:
+            names = [o.name for o in self.session.get_outputs()]
+            outputs = dict(zip(names, self.session.run(None, batch.feed), strict=True))
+            result = self.decoder.read_outputs(outputs, batch)
+            if result is not None:
+                return result
         scores = self.run(batch.feed, batch.size).astype(np.float64, copy=False)
         scores = scores.reshape(batch.size, -1)
         if not np.isfinite(scores).all():

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ci_ml.serve.decoders.interface import RequestError, TensorSpec
-from ci_ml.serve.model import Predictions, ServedModel
+from ci_ml.serve.decoders.interface import Predictions, RequestError, TensorSpec
+from ci_ml.serve.model import ServedModel
 from ci_ml.serve.validation import parse_json
 
 PROTOCOL_VERSION = "2"

@@ -91,3 +91,45 @@ def test_workers_follow_the_containers_cpu_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(tmp_path) is None
     assert ServeSettings(workers=3).worker_count == 3
     assert 1 <= ServeSettings(workers=0).worker_count <= 8
+
+
+def test_a_new_input_format_plugs_in_without_the_http_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A format registered in DECODERS, whose card also says how to read the outputs (here a
+    target scale), serves /predict and the protocol through the unchanged server."""
+    import http.client
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from ci_ml.serve import decoders
+    from ci_ml.serve.decoders.interface import Batch, Predictions, TensorSpec
+    from ci_ml.serve.decoders.tensor import TensorDecoder
+    from ci_ml.serve.server import load_model, start_background
+    from ci_ml.serve.settings import ServeSettings
+
+    class Scaled(TensorDecoder):
+        name = "scaled"
+
+        def read_outputs(self, outputs: Mapping[str, np.ndarray], batch: Batch
+                         ) -> Predictions | None:
+            (out,) = outputs.values()
+            return Predictions(values=np.asarray(out, dtype=np.float64)[:, 0] * 10 + 5)
+
+    def factory(card: Mapping[str, Any], inputs: Sequence[TensorSpec],
+                limits: decoders.DecoderLimits) -> decoders.InputDecoder:
+        return Scaled(inputs)
+
+    monkeypatch.setitem(decoders.DECODERS, "scaled", factory)
+    path = make_mixed_model(tmp_path / "m", task="regression")
+    card = json.loads((path.parent / "model.json").read_text())
+    (path.parent / "model.json").write_text(json.dumps({**card, "input_format": "scaled"}))
+    settings = ServeSettings(port=0)
+    with start_background(load_model(path, settings), settings) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/predict", body=json.dumps(
+            {"inputs": [{"x": [1, 2], "n": [2], "s": ["b"]}]}).encode(),
+            headers={"Content-Type": "application/json"})
+        doc = json.loads(conn.getresponse().read())
+    raw = mixed_expected(np.array([[1.0, 2.0]]), np.array([2]), ["b"])[0, 1]
+    assert doc["predictions"] == [pytest.approx(raw * 10 + 5, rel=1e-6)]

@@ -8,7 +8,8 @@ model metadata and the DAST payloads all come from the same place.
 
 A new input format (tabular rows with named fields and missing values, say) is a new
 ``InputDecoder`` beside ``tensor.py``, registered in ``ci_ml.serve.decoders.DECODERS``;
-the HTTP layer does not change.
+when its card also says how to read the graph's outputs, it overrides ``read_outputs``.
+The HTTP layer does not change.
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ class Batch:
     rows: list[Any]                # the rows as received (named fields where they were named)
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A batch's answer: class labels and probabilities, or predicted values."""
+
+    labels: list[str] | None = None
+    probabilities: np.ndarray | None = None   # (batch, classes), float64
+    values: np.ndarray | None = None          # (batch,) or (batch, k), float64
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per row, for the request log."""
+        if self.labels is not None and self.probabilities is not None:
+            probs = np.round(self.probabilities, 6).tolist()
+            return [{"label": lab, "probabilities": p} for lab, p in zip(self.labels, probs,
+                                                                          strict=True)]
+        assert self.values is not None
+        return [{"value": v} for v in self.values.tolist()]
+
+
 class InputDecoder(ABC):
     """Turns request inputs into the graph's feed; one instance per served model."""
 
@@ -98,6 +117,13 @@ class InputDecoder(ABC):
     def decode_tensors(self, tensors: Mapping[str, np.ndarray]) -> Batch:
         """The protocol's input tensors, by name, already in their declared shape and a
         matching dtype -> the feed; raises RequestError (400) on a missing or unknown name."""
+
+    def read_outputs(self, outputs: Mapping[str, np.ndarray], batch: Batch
+                     ) -> Predictions | None:
+        """The answer from all of the graph's outputs (name -> array), for a format whose
+        card says how to read them (a label output, a target scale); None (the default)
+        leaves it to the server: the softmax of the scores output, or its values."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Plain facts for the OpenAPI document's ``x-ci-ml`` block (DAST reads them)."""
