@@ -95,25 +95,28 @@ def spool() -> IO[bytes]:
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="ci-ml-model-")
 
 
-def decompress(kind: str, fh: IO[bytes], where: str, budget: Budget) -> IO[bytes]:
-    """One compression layer undone into a seekable stream, charged to the budget."""
+WEAK_SIGNATURES = frozenset({"zlib", "lzma"})   # two or three bytes: raw data can match
+
+
+@dataclass
+class Decompressed:
+    """What a compression layer gave: everything it produced (a prefix of it if it broke
+    off; a loader would have read that much and acted on it), and why it broke off."""
+
+    stream: IO[bytes]
+    error: str | None = None
+
+
+def decompress(kind: str, fh: IO[bytes], where: str, budget: Budget) -> Decompressed:
+    """One compression layer undone into a seekable stream, charged to the budget. A layer
+    that breaks off (truncated, corrupt, past the budget) keeps what it produced, with the
+    reason; a weak signature (zlib, lzma) that produced nothing raises ``NotCompressed``."""
     fh.seek(0)
     out = spool()
+    error: str | None = None
     try:
         if kind in ("zlib", "zfile"):
-            if kind == "zfile":
-                fh.seek(18)
-            decomp = zlib.decompressobj()
-            while chunk := fh.read(CHUNK):
-                while chunk:
-                    data = decomp.decompress(chunk, CHUNK)
-                    budget.take(len(data), where)
-                    out.write(data)
-                    chunk = decomp.unconsumed_tail
-                if decomp.eof:
-                    break
-            if not decomp.eof:
-                raise Unreadable(f"{where}: zlib stream is truncated")
+            _inflate(fh, out, where, budget, skip=18 if kind == "zfile" else 0)
         else:
             opener: Any = {"gzip": _gzip, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile,
                            "lzma": _lzma_alone}[kind]
@@ -121,15 +124,34 @@ def decompress(kind: str, fh: IO[bytes], where: str, budget: Budget) -> IO[bytes
                 while data := reader.read(CHUNK):
                     budget.take(len(data), where)
                     out.write(data)
-    except Unreadable:
-        out.close()
-        raise
+    except Unreadable as exc:
+        error = str(exc)
     except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        error = f"{where}: {kind} data cannot be read whole: {str(exc) or type(exc).__name__}"
+    if error is not None and kind in WEAK_SIGNATURES and out.tell() == 0:
         out.close()
-        raise Unreadable(f"{where}: {kind} data cannot be read whole: "
-                         f"{str(exc) or type(exc).__name__}") from exc
+        raise NotCompressed(error)
     out.seek(0)
-    return out
+    return Decompressed(out, error)
+
+
+class NotCompressed(Exception):
+    """Bytes that only looked like a weakly signed compression."""
+
+
+def _inflate(fh: IO[bytes], out: IO[bytes], where: str, budget: Budget, skip: int) -> None:
+    fh.seek(skip)
+    decomp = zlib.decompressobj()
+    while chunk := fh.read(CHUNK):
+        while chunk:
+            data = decomp.decompress(chunk, CHUNK)
+            budget.take(len(data), where)
+            out.write(data)
+            chunk = decomp.unconsumed_tail
+        if decomp.eof:
+            return
+    if not decomp.eof:
+        raise Unreadable(f"{where}: zlib stream is truncated")
 
 
 def _gzip(fh: IO[bytes]) -> Any:

@@ -24,6 +24,7 @@ from ci_ml.fsutil import iter_files, sha256_bytes
 from ci_ml.scan.containers import (
     MAX_DEPTH,
     Budget,
+    NotCompressed,
     Unreadable,
     decompress,
     npy_header,
@@ -142,16 +143,20 @@ class ModelFileScanner(Scanner):
 
     def _scan_path(self, path: Path, label: str, budget: Budget) -> list[Finding]:
         """One file's findings; a file that cannot be read is a finding, not a failed scan."""
+        found: list[Finding] = []   # what was found before a layer broke off is kept
         try:
             mode = path.stat().st_mode
             kind = "a directory" if stat.S_ISDIR(mode) else special_file_kind(mode)
             if kind is not None:
                 return [_unreadable(label, None, f"{label} is {kind}, not a file ci-ml can read")]
-            return list(self._scan_file(path, label, budget))
+            for finding in self._scan_file(path, label, budget):
+                found.append(finding)
         except Unreadable as exc:
-            return [_unreadable(label, None, str(exc))]
+            found.append(_unreadable(label, None, str(exc)))
         except OSError as exc:
-            return [_unreadable(label, None, f"{label} cannot be read: {exc.strerror or exc}")]
+            found.append(_unreadable(label, None,
+                                     f"{label} cannot be read: {exc.strerror or exc}"))
+        return found
 
     def _scan_file(self, path: Path, label: str, budget: Budget) -> Iterator[Finding]:
         suffix = path.suffix.lower()
@@ -203,14 +208,21 @@ class _Layers:
             return
         if kind in ("gzip", "bz2", "xz", "lzma", "zlib", "zfile"):
             try:
-                inner_stream = decompress(kind, fh, where, self.budget)
-            except Unreadable:
-                if kind != "lzma":   # a bare 0x5d 0x00 0x00 is a weak signature
-                    raise
+                layer = decompress(kind, fh, where, self.budget)
+            except NotCompressed:
+                pass   # raw bytes that looked like zlib or lzma: read them as they are
             else:
-                with inner_stream:
-                    yield from self.scan(inner_stream, name.rsplit(".", 1)[0], member,
-                                         depth + 1)
+                with layer.stream:
+                    # What a broken layer did produce is what a loader would have acted on.
+                    try:
+                        yield from self.scan(layer.stream, name.rsplit(".", 1)[0], member,
+                                             depth + 1)
+                    except Unreadable as exc:
+                        if layer.error is None:
+                            raise
+                        yield _unreadable(self.label, member, str(exc))
+                if layer.error is not None:
+                    raise Unreadable(layer.error)
                 return
         if kind == "npy":
             yield from self._npy(fh, where, member)
