@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ci_ml.errors import ConfigError
-from ci_ml.model.steps import ZOO_INPUT_RANKS
+from ci_ml.model.layout import ZOO_INPUT_RANKS
 from ci_ml.model.zoo import ZOO, ModelSpec, build_model, count_macs, count_params
 
 
