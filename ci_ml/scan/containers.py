@@ -115,15 +115,11 @@ def decompress(kind: str, fh: IO[bytes], where: str, budget: Budget) -> Decompre
     out = spool()
     error: str | None = None
     try:
-        if kind in ("zlib", "zfile"):
-            _inflate(fh, out, where, budget, skip=18 if kind == "zfile" else 0)
+        if kind in ("zlib", "zfile", "gzip"):
+            _inflate(fh, out, where, budget, skip=18 if kind == "zfile" else 0,
+                     gzip=kind == "gzip")
         else:
-            opener: Any = {"gzip": _gzip, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile,
-                           "lzma": _lzma_alone}[kind]
-            with opener(fh) as reader:
-                while data := reader.read(CHUNK):
-                    budget.take(len(data), where)
-                    out.write(data)
+            _unpack(kind, fh, out, where, budget)
     except Unreadable as exc:
         error = str(exc)
     except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
@@ -139,29 +135,54 @@ class NotCompressed(Exception):
     """Bytes that only looked like a weakly signed compression."""
 
 
-def _inflate(fh: IO[bytes], out: IO[bytes], where: str, budget: Budget, skip: int) -> None:
+def _inflate(fh: IO[bytes], out: IO[bytes], where: str, budget: Budget, skip: int,
+             gzip: bool) -> None:
+    """zlib or gzip (every member of a multi-member gzip), decompressed incrementally so a
+    stream that breaks off still leaves what it produced."""
     fh.seek(skip)
-    decomp = zlib.decompressobj()
+    wbits = 16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS
+    decomp = zlib.decompressobj(wbits)
     while chunk := fh.read(CHUNK):
         while chunk:
             data = decomp.decompress(chunk, CHUNK)
             budget.take(len(data), where)
             out.write(data)
             chunk = decomp.unconsumed_tail
+            if decomp.eof:
+                rest = decomp.unused_data + chunk + fh.read(CHUNK)
+                if not gzip or not rest.strip(b"\x00"):
+                    return   # zlib ignores what follows; gzip allows zero padding
+                if not rest.startswith(b"\x1f\x8b"):
+                    raise Unreadable(f"{where}: bytes after the gzip stream are not gzip")
+                decomp = zlib.decompressobj(wbits)
+                chunk = rest
+    raise Unreadable(f"{where}: {'gzip' if gzip else 'zlib'} stream is truncated")
+
+
+def _unpack(kind: str, fh: IO[bytes], out: IO[bytes], where: str, budget: Budget) -> None:
+    """bz2, xz or lzma (alone), incrementally, several streams in a row like their readers."""
+    def fresh() -> Any:
+        if kind == "bz2":
+            return bz2.BZ2Decompressor()
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE)
+
+    fh.seek(0)
+    decomp = fresh()
+    pending = b""
+    while True:
         if decomp.eof:
-            return
-    if not decomp.eof:
-        raise Unreadable(f"{where}: zlib stream is truncated")
-
-
-def _gzip(fh: IO[bytes]) -> Any:
-    import gzip
-
-    return gzip.GzipFile(fileobj=fh, mode="rb")
-
-
-def _lzma_alone(fh: IO[bytes]) -> Any:
-    return lzma.LZMAFile(fh, format=lzma.FORMAT_ALONE)
+            pending = decomp.unused_data + pending + fh.read(CHUNK)
+            if not pending.strip(b"\x00") or kind == "lzma":
+                return
+            decomp = fresh()
+        if not pending and decomp.needs_input:
+            pending = fh.read(CHUNK)
+            if not pending:
+                raise Unreadable(f"{where}: {kind} stream is truncated")
+        data = decomp.decompress(pending, CHUNK)
+        pending = b""
+        budget.take(len(data), where)
+        out.write(data)
 
 
 @dataclass(frozen=True)

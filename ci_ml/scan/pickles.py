@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -158,9 +159,9 @@ _MARK = object()
 
 
 class DecodeError(Exception):
-    def __init__(self, message: str, offset: int | None) -> None:
+    def __init__(self, message: str, offset: int | None, truncated: bool = False) -> None:
         super().__init__(message)
-        self.message, self.offset = message, offset
+        self.message, self.offset, self.truncated = message, offset, truncated
 
 
 class _Run:
@@ -191,15 +192,20 @@ def _ref_key(value: Any) -> tuple[str, str] | None:
 class _Simulator:
     """One pickle, from PROTO (or its first opcode) to STOP."""
 
-    def __init__(self, run: _Run, stream: IO[bytes], depth: int) -> None:
+    def __init__(self, run: _Run, stream: IO[bytes], depth: int, strict: bool = False) -> None:
         self.run, self.stream, self.depth = run, stream, depth
+        self.strict = strict   # fail where pickle.load fails: empty stack, unknown memo key
         self.stack: list[Any] = []
         self.memo: dict[int, Any] = {}
         self.protocol: int | None = None
 
     # -- helpers -------------------------------------------------------------------------
     def pop(self) -> Any:
-        return self.stack.pop() if self.stack else OPAQUE
+        if self.stack:
+            return self.stack.pop()
+        if self.strict:
+            raise DecodeError("stack underflow", None)
+        return OPAQUE
 
     def pop_mark(self) -> list[Any]:
         items: list[Any] = []
@@ -212,7 +218,11 @@ class _Simulator:
         raise DecodeError("MARK missing: the stream is malformed", None)
 
     def top(self) -> Any:
-        return self.stack[-1] if self.stack else OPAQUE
+        if self.stack:
+            return self.stack[-1]
+        if self.strict:
+            raise DecodeError("stack underflow", None)
+        return OPAQUE
 
     def use(self, value: Any, how: Use) -> None:
         if isinstance(value, Ref):
@@ -265,6 +275,13 @@ class _Simulator:
         stream = self.stream
         stream.seek(start)
         ops = pickletools.genops(stream)
+        with warnings.catch_warnings():
+            # A protocol 0 STRING with odd escapes makes the decoder warn; the bytes are
+            # hostile by assumption, and a warning per opcode is noise.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._loop(ops, stream)
+
+    def _loop(self, ops: Any, stream: IO[bytes]) -> tuple[Any, int]:
         try:
             for op, arg, pos in ops:
                 self.run.opcodes += 1
@@ -278,7 +295,8 @@ class _Simulator:
             raise
         except (ValueError, EOFError, IndexError, KeyError, TypeError, OverflowError) as exc:
             message = str(exc) or type(exc).__name__
-            raise DecodeError(message, _error_offset(message)) from exc
+            ran_out = any(w in message for w in ("exhausted", "but only", "no newline"))
+            raise DecodeError(message, _error_offset(message), ran_out) from exc
         raise DecodeError("stream ended without a STOP opcode", stream.tell())
 
     def step(self, op: pickletools.OpcodeInfo, arg: Any, pos: int) -> bool:
@@ -344,6 +362,8 @@ class _Simulator:
         elif name == "MEMOIZE":
             self.memo[len(self.memo)] = self.top()
         elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if self.strict and int(arg) not in self.memo:
+                raise DecodeError(f"memo key {arg} was never set", pos)
             push(self.memo.get(int(arg), OPAQUE))
         elif name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
@@ -360,6 +380,10 @@ class _Simulator:
             push(self.add_import(module_v if isinstance(module_v, str) else UNRESOLVED,
                                  attr_v if isinstance(attr_v, str) else UNRESOLVED, pos, name))
         elif name in ("EXT1", "EXT2", "EXT4"):
+            if self.strict and int(arg) not in self.run.extensions:
+                # pickle.load fails on a code nothing registered (copyreg's registry starts
+                # empty): bytes that only decode as one are not a pickle that acts.
+                raise DecodeError(f"extension code {arg} is not registered", pos)
             module, attr = self.run.extensions.get(int(arg), ("copyreg", f"extension {arg}"))
             push(self.add_import(module, attr, pos, name))
         elif name == "REDUCE":
@@ -548,33 +572,17 @@ def _error_offset(message: str) -> int | None:
 def looks_like_pickle(head: bytes, truncated: bool = True) -> bool:
     """Could ``head`` (the first bytes of something) be read by ``pickle.load``, far enough to
     import or call? Protocol 2+ starts with PROTO; protocol 0 and 1 have no header, so the
-    opcodes themselves are decoded: a stream that starts as pickles start and reaches STOP,
-    or imports something before bytes that do not decode, is a pickle (a load would act on
-    it before failing)."""
-    import pickletools
-
+    opcodes are run on the stack model, failing where pickle.load fails (an empty stack, a
+    memo key never set): bytes that reach STOP, or import something before they fail (a load
+    would run that import first), are a pickle. Text and raw numbers fail at once."""
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return True
-    ops = 0
-    imported = False
+    run = _Run()
     try:
-        for op, _, _ in pickletools.genops(io.BytesIO(head)):
-            ops += 1
-            # A real stream starts with an opcode that needs nothing on the stack or in the
-            # memo (text like "hello" starts with BINGET 'e' and fails at once in pickle.load).
-            if ops == 1 and (op.stack_before != [] or op.name in _FIRST_NOT):
-                return False
-            if op.name in _IMPORT_OPS:
-                imported = True
-            if op.name == "STOP":
-                return ops >= 2
-    except (ValueError, EOFError, KeyError, TypeError, OverflowError) as exc:
-        ran_out = "exhausted" in str(exc) or "but only" in str(exc) or "no newline" in str(exc)
-        return imported or (ran_out and truncated and ops >= 8)
-    return imported
-
-
-_FIRST_NOT = frozenset({"GET", "BINGET", "LONG_BINGET", "STOP", "MEMOIZE", "FRAME"})
+        _Simulator(run, io.BytesIO(head), 0, strict=True).run_to_stop(0)
+    except DecodeError as exc:
+        return bool(run.imports) or (truncated and exc.truncated and run.opcodes >= 8)
+    return run.opcodes >= 2
 
 
 # -- the driver: consecutive pickles, legacy torch storages, undecoded bytes -----------------

@@ -191,3 +191,20 @@ class _Evil:
         import os
 
         return os.system, ("true",)
+
+
+def test_raw_tensor_bytes_are_not_taken_for_pickles_that_act() -> None:
+    """Tensor data in archives is probed for pickles: random weights and bytes must not
+    read as a pickle that imports or calls anything (a false high on a benign model)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    for _ in range(5000):
+        n = int(rng.integers(1, 64))
+        data = (rng.standard_normal(n).astype(np.float32) * 10.0).tobytes()
+        if rng.random() < 0.3:
+            data = rng.integers(0, 256, size=n * 4, dtype=np.uint8).tobytes()
+        if looks_like_pickle(data, truncated=False):
+            report = analyze_pickle(data)
+            assert not any(i.severity and i.severity >= Severity.HIGH for i in report.imports)
+            assert not report.computed_calls and (report.error is None or report.trailing)
