@@ -161,8 +161,11 @@ def _data_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
 def _gap_rule(name: str, scanner: str, result: ScanResult, evidence: Evidence) -> RuleResult:
     """An incomplete scan blocks like a failed one, unless a waiver in force accepts every
     gap (e.g. a dependency installed from a URL, which no advisory service can audit)."""
+    if not result.gaps:   # incomplete without saying what is missing: never clean
+        return RuleResult(name, "scan", BLOCK, f"scan '{scanner}' is incomplete",
+                          "incomplete", "ok")
     gaps = apply_waivers(result.gaps, evidence.waivers, evidence.today)
-    if not result.gaps or (gaps.suppressed and not gaps.kept):
+    if not gaps.kept:
         waived = ", ".join(f"{s.finding.location.describe()} (waiver {s.waiver.id})"
                            for s in gaps.suppressed)
         return RuleResult(name, "scan", PASS, f"scan '{scanner}' ran ({result.tool} "

@@ -47,6 +47,11 @@ def render_scan_junit(scans: Mapping[str, ScanResult], waivers: WaiverReport | N
         if result.status is ScanStatus.ERROR:
             ET.SubElement(ran, "error", message=f"scan did not run: {result.error}")
             errors += 1
+        elif result.status is ScanStatus.INCOMPLETE:
+            failure = ET.SubElement(ran, "failure", message=f"scan incomplete: "
+                                    f"{len(result.gaps)} not covered", type="incomplete")
+            failure.text = "\n".join(g.title for g in result.gaps)
+            failures += 1
         for f in sorted(result.findings, key=lambda f: (-f.severity, f.id)):
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=f"ci-ml.scan.{name}.{f.id}",
