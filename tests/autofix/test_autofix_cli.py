@@ -105,7 +105,7 @@ def test_a_code_error_is_classified_and_not_retried(example_project: Path) -> No
 
 def test_a_transient_failure_is_retried_after_a_backoff(example_project: Path) -> None:
     _edit(example_project / "ci-ml.yaml",
-          ("advisories: ../advisories/pypa-vulns", "advisories: null"))
+          ("advisories: ../advisories/pypa-vulns", "advisories: null\n    service: osv"))
     with open(example_project / "ci-ml.yaml", "a") as fh:
         fh.write("autofix: {backoff_s: 0.2}\n")
     with flaky_server() as server:

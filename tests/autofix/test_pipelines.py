@@ -58,7 +58,7 @@ def recovering(server: Flaky) -> Iterator[None]:
 def deps_project(example_project: Path) -> Path:
     cfg = example_project / "ci-ml.yaml"
     cfg.write_text(cfg.read_text().replace("advisories: ../advisories/pypa-vulns",
-                                           "advisories: null") + "autofix: {backoff_s: 0.2}\n")
+                                           "advisories: null\n    service: osv") + "autofix: {backoff_s: 0.2}\n")
     return example_project
 
 

@@ -234,7 +234,7 @@ def test_ci_ml_scanner_over_its_time_limit(example_project: Path) -> None:
 def test_ci_ml_dependency_scan_against_a_service_answering_503(example_project: Path) -> None:
     cfg = example_project / "ci-ml.yaml"
     cfg.write_text(cfg.read_text().replace("advisories: ../advisories/pypa-vulns",
-                                           "advisories: null"))
+                                           "advisories: null\n    service: osv"))
     with flaky_server() as server:
         server.status = 503
         result = run_cli("scan", "deps", "--out", "out", cwd=example_project,
