@@ -232,6 +232,12 @@ class NeedModel(RunModel):
                 settings: Sequence[Settings], feats: list[dict[str, float]],
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         limits = np.array([s.timeout_s if s.timeout_s else math.inf for s in settings])
+        if failed is not None and failed.failure is not None and failed.settings.timeout_s is None \
+                and failed.failure.failure_class is FailureClass.TIMEOUT:
+            # A time limit that is not ci-ml's struck (a tool's own, scan.timeout_s): no
+            # setting here moves it, and the same run would strike it again.
+            minutes = np.full(len(settings), max(failed.usage.wall_s, 1.0) / 60.0)
+            return np.zeros(len(settings)), minutes
         observed = [(r, math.log(max(r.usage.wall_s, 1e-3))) for r in data.ok if r.usage.wall_s]
         censored = [(r, math.log(r.settings.timeout_s))
                     for r in data.failed_for(FailureClass.TIMEOUT) if r.settings.timeout_s]

@@ -57,8 +57,9 @@ def recovering(server: Flaky) -> Iterator[None]:
 @pytest.fixture
 def deps_project(example_project: Path) -> Path:
     cfg = example_project / "ci-ml.yaml"
-    cfg.write_text(cfg.read_text().replace("advisories: ../advisories/pypa-vulns",
-                                           "advisories: null\n    service: osv") + "autofix: {backoff_s: 0.2}\n")
+    text = cfg.read_text().replace("advisories: ../advisories/pypa-vulns",
+                                   "advisories: null\n    service: osv")
+    cfg.write_text(text + "autofix: {backoff_s: 0.2}\n")
     return example_project
 
 

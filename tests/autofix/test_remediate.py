@@ -189,3 +189,14 @@ def test_the_failure_to_fix_is_the_last_failed_step_of_the_latest_run() -> None:
         last_failed([older], "digits", run_id="zzz")
     with pytest.raises(NothingToFix, match="no step run"):
         last_failed([older], "another-project")
+
+
+def test_a_tools_own_timeout_is_not_a_limit_a_retry_can_raise(config: Config) -> None:
+    log = "error: scan-code: did not run: bandit timed out after 900s; the scan did not run\n"
+    failed = record(ok=False, step="scan-code", batch=None, memory_mb=None, timeout_s=None,
+                    log=log, exit_code=3)
+    history = [record(step="scan-code", batch=None, memory_mb=None, timeout_s=None)
+               for _ in range(5)]
+    rec = recommend(config, failed, [*history, failed])
+    assert rec.classification.failure_class is FailureClass.TIMEOUT
+    assert not rec.retry
