@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,25 @@ class FlakyOSV:
 
 
 class Bench:
-    def __init__(self, root: Path, seed: int) -> None:
+    def __init__(self, root: Path, seed: int, fresh: bool = True) -> None:
         self.root = root
         self.rng = random.Random(seed)
         self.project = root / "example"
+        if fresh:
+            self._make_project()
+        self.base = load_config(self.project / "ci-ml.yaml")
+        self.history_dir = root / "history"
+        os.environ["CI_ML_HISTORY"] = str(self.history_dir)
+        self.osv = FlakyOSV()
+        os.environ.pop("CI_ML_ADVISORIES", None)
+        os.environ["PIP_AUDIT_VULNERABILITY_SERVICE"] = "osv"
+        os.environ["PIP_AUDIT_OSV_URL"] = self.osv.url
+        self.transient_lock = threading.Lock()
+        self.memo: dict[tuple[Any, ...], list[RunRecord]] = {}
+        self.memo_lock = threading.Lock()
+        self.real_runs = 0
+
+    def _make_project(self) -> None:
         shutil.copytree(REPO / "fixtures" / "example", self.project,
                         ignore=shutil.ignore_patterns(".ci-ml-cache", "out"))
         data = self.project / "data"
@@ -146,17 +161,6 @@ class Bench:
         test = (data / "test.csv").read_text().splitlines()
         (data / "test-small.csv").write_text("\n".join(test[:181]) + "\n")
         shutil.copy(BUGGY, self.project / "buggy.py")
-        self.base = load_config(self.project / "ci-ml.yaml")
-        self.history_dir = root / "history"
-        os.environ["CI_ML_HISTORY"] = str(self.history_dir)
-        self.osv = FlakyOSV()
-        os.environ.pop("CI_ML_ADVISORIES", None)
-        os.environ["PIP_AUDIT_VULNERABILITY_SERVICE"] = "osv"
-        os.environ["PIP_AUDIT_OSV_URL"] = self.osv.url
-        self.transient_lock = threading.Lock()
-        self.memo: dict[tuple[Any, ...], list[RunRecord]] = {}
-        self.memo_lock = threading.Lock()
-        self.real_runs = 0
 
     # -- the workload -----------------------------------------------------------------------
     def items(self, n: int) -> list[Item]:
@@ -246,7 +250,9 @@ class Tally:
     failed_cost: float = 0.0     # failed runs: the originals and every failed retry
     retry_cost: float = 0.0      # every retry, failed or not
     replayed: int = 0
-    predictions: list[tuple[float, bool]] | None = None
+    predictions: list[tuple[float, bool]] = field(default_factory=list)
+    by_class: dict[str, list[int]] = field(default_factory=dict)   # class -> [failed, fixed 1st]
+    misses: list[str] = field(default_factory=list)
 
 
 def cost(record: RunRecord, prices: dict[str, float]) -> float:
@@ -259,7 +265,6 @@ def evaluate(bench: Bench, items: list[Item], records: list[RunRecord], split: i
              progress: Callable[[str], None]) -> dict[str, Tally]:
     prices = dict(bench.base.section("autofix"))
     tallies = {name: Tally() for name in ("blind retry x2", "double memory", "autofix")}
-    tallies["autofix"].predictions = []
     known: list[RunRecord] = list(records[:split])
     for item, record in zip(items[split:], records[split:], strict=True):
         known.append(record)
@@ -268,9 +273,11 @@ def evaluate(bench: Bench, items: list[Item], records: list[RunRecord], split: i
         truth_resource = record.failure is not None and \
             record.failure.failure_class.value in RESOURCE_CLASSES
         deterministic = item.kind in ("code", "data")
+        klass = record.failure.failure_class.value if record.failure else "unknown"
         for name, tally in tallies.items():
             tally.failed_cost += cost(record, prices)
             tally.resource_failures += truth_resource
+            tally.by_class.setdefault(klass, [0, 0])[0] += 1
             last = record
             for number in range(2):
                 if name == "blind retry x2":
@@ -284,6 +291,8 @@ def evaluate(bench: Bench, items: list[Item], records: list[RunRecord], split: i
                 else:
                     rec = recommend(bench.config(item, last.settings), last, known)
                     if not rec.retry or rec.chosen is None:
+                        if number == 0 and truth_resource:
+                            tally.misses.append(f"#{item.index} {klass}: {rec.reason}")
                         break
                     choice, p = rec.chosen.settings, rec.chosen.prediction.p_success
                     time.sleep(rec.backoff_s)   # 0.5 s here: autofix.backoff_s of the workload
@@ -294,14 +303,21 @@ def evaluate(bench: Bench, items: list[Item], records: list[RunRecord], split: i
                 tally.replayed += outcome.replayed
                 c = cost(outcome.record, prices)
                 tally.retry_cost += c
-                if name == "autofix" and not outcome.replayed:
-                    known.append(outcome.record)
-                    assert tally.predictions is not None
+                if name == "autofix":
+                    if not outcome.replayed:
+                        known.append(outcome.record)
                     tally.predictions.append((p or 0.0, outcome.record.ok))
+                    if number == 0 and truth_resource and not outcome.record.ok:
+                        how = outcome.record.failure.failure_class.value \
+                            if outcome.record.failure else "failed"
+                        tally.misses.append(f"#{item.index} {klass}: retried with "
+                                            f"{dict(choice.changes_from(record.settings))}, "
+                                            f"P {p:.2f}, then {how}")
                 if not outcome.record.ok:
                     tally.failed_cost += c
                     last = outcome.record
                     continue
+                tally.by_class[klass][1] += number == 0
                 if truth_resource:
                     tally.fixed_first += number == 0
                     tally.fixed_eventually += 1
@@ -317,15 +333,39 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--history-share", type=float, default=0.6)
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the project, history and workload here (default: a temp dir)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the workload saved in --workdir again, without rerunning it")
     args = parser.parse_args()
+    if args.reuse and args.workdir is None:
+        parser.error("--reuse needs --workdir")
+    with contextlib.ExitStack() as stack:
+        root = args.workdir or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="ci-ml-autofix-bench-")))
+        run(root, args)
+
+
+def run(root: Path, args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ci-ml-autofix-bench-") as tmp:
-        bench = Bench(Path(tmp), args.seed)
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    saved = root / "workload.json"
+    if args.reuse:
+        bench = Bench(root, args.seed, fresh=False)
+        data = json.loads(saved.read_text())
+        items = [Item(**{**i, "settings": Settings.from_json(i["settings"])})
+                 for i in data["items"]]
+        records = [RunRecord.from_json(r) for r in data["records"]]
+        for item, record in zip(items, records, strict=True):
+            bench.remember(item, record)
+        workload_runs = 0
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        bench = Bench(root, args.seed)
         items = bench.items(args.runs)
-
-        def log(text: str) -> None:
-            print(f"[{time.perf_counter() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
-
         done = [0]
 
         def one(item: Item) -> RunRecord:
@@ -338,11 +378,13 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = [pool.submit(contextvars.copy_context().run, one, item) for item in items]
             records = [f.result() for f in futures]
+        saved.write_text(json.dumps({"items": [asdict(i) for i in items],
+                                     "records": [r.to_json() for r in records]}))
         workload_runs = bench.real_runs
-        split = int(len(items) * args.history_share)
-        tallies = evaluate(bench, items, records, split, lambda t: None)
-        report(items, records, split, tallies, workload_runs, bench.real_runs - workload_runs,
-               time.perf_counter() - started, args.json)
+    split = int(len(items) * args.history_share)
+    tallies = evaluate(bench, items, records, split, lambda t: None)
+    report(items, records, split, tallies, workload_runs, bench.real_runs - workload_runs,
+           time.perf_counter() - started, args.json)
 
 
 def report(items: list[Item], records: list[RunRecord], split: int, tallies: dict[str, Tally],
@@ -376,7 +418,13 @@ def report(items: list[Item], records: list[RunRecord], split: int, tallies: dic
               f"{row['remediated_within_2']:>10.0%}{row['deterministic_retries']:>12}"
               f"{row['retries']:>9}{row['failure_cost']:>18.5f}"
               f"{row['failure_cost_saved_vs_blind']:>16.0%}")
-    preds = tallies["autofix"].predictions or []
+    classes_seen = sorted({k for t in tallies.values() for k in t.by_class})
+    print("fixed on the first retry, by class: " + "; ".join(
+        f"{name}: " + ", ".join(f"{k} {t.by_class.get(k, [0, 0])[1]}/{t.by_class.get(k, [0, 0])[0]}"
+                                for k in classes_seen) for name, t in tallies.items()))
+    for miss in tallies["autofix"].misses:
+        print(f"  autofix, not fixed: {miss}")
+    preds = tallies["autofix"].predictions
     if preds:
         brier = sum((p - ok) ** 2 for p, ok in preds) / len(preds)
         print(f"autofix predictions: {len(preds)} retries, mean P(success) "
@@ -386,6 +434,8 @@ def report(items: list[Item], records: list[RunRecord], split: int, tallies: dic
           "person; 50% of the cost of failures saved")
     if json_path:
         json_path.write_text(json.dumps({"rows": rows, "workload_runs": workload_runs,
+                                         "by_class": {n: t.by_class for n, t in tallies.items()},
+                                         "misses": tallies["autofix"].misses,
                                          "retry_runs": retry_runs, "classes": classes,
                                          "kinds": kinds, "minutes": seconds / 60}, indent=2))
 

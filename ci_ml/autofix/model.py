@@ -22,8 +22,8 @@ contradict a censored observation are dropped; P(need < limit) is the share of
 the remaining samples (with the run-to-run noise) under the candidate's limit.
 
 P(success) = product over resources of P(need < limit) x P(no other failure),
-the last from the step's own record (smoothed; for an unclassified failure, the
-record of runs with the same inputs and config).
+the last from the record of runs with the same cache key (inputs, config, code),
+recency-weighted and smoothed towards 0.95.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ from ci_ml.limits.interface import MIB, Enforcement
 
 SAMPLES = 2000
 Prior = Sequence[tuple[str, float, float]]
-# Beta prior of P(a run does not fail for a reason its settings cannot explain): mean 0.9.
-OTHER_PRIOR = (9.0, 1.0)
-# Half-lives, in runs, of the weight of past outcomes: of the step, of the same inputs.
-STEP_HALF_LIFE, KEY_HALF_LIFE = 20.0, 3.0
+# P(a run does not fail for a reason its settings cannot explain) before any run of the
+# same key says otherwise, and how many runs that prior weighs.
+OTHER_PRIOR = (0.95, 2.0)
+# Half-life, in runs, of the weight of past outcomes of the same key.
+KEY_HALF_LIFE = 3.0
 _RESOURCE_RULES = {"open-files": "open_files", "file-size-limit": "file_size",
                    "sigxfsz": "file_size", "shell-sigxfsz": "file_size"}
 # Memory (linear, bytes): (feature, prior mean slope, prior sd) as multiples of the
@@ -160,6 +161,15 @@ class _StepData:
             if resource is None or _RESOURCE_RULES.get(r.failure.rule) == resource:
                 out.append(r)
         return out
+
+
+def _unexplained(record: RunRecord) -> bool:
+    """A failure neither a resource nor the network explains (a transient failure says
+    nothing about the next run; a resource failure is the need models' business)."""
+    if record.ok:
+        return False
+    return record.failure is None or record.failure.failure_class.remedy in (
+        Remedy.DETERMINISTIC, Remedy.UNKNOWN)
 
 
 class NeedModel(RunModel):
@@ -287,29 +297,22 @@ class NeedModel(RunModel):
 
     # -- everything else --------------------------------------------------------------------
     def _p_other(self, data: _StepData, failed: RunRecord | None) -> float:
-        """P(no failure the settings cannot explain), smoothed towards the step's record."""
-        def outcomes(records: Iterable[RunRecord], half_life: float) -> tuple[float, float]:
-            """Recency-weighted counts: what happened lately says more than long ago."""
-            good = bad = 0.0
-            for age, r in enumerate(reversed(list(records))):
-                weight = 0.5 ** (age / half_life)
-                if r.ok:
-                    good += weight
-                elif r.failure is None or r.failure.failure_class.remedy is not Remedy.RESOURCE:
-                    bad += weight
-            return good, bad
-
-        previous = [r for r in data.records if failed is None or r.id != failed.id]
-        good, bad = outcomes(previous, STEP_HALF_LIFE)
-        # Prior: most runs do not fail for reasons their settings cannot explain (Beta(9, 1)).
-        p_step = (good + OTHER_PRIOR[0]) / (good + bad + sum(OTHER_PRIOR))
-        if failed is None or failed.failure is None or \
-                failed.failure.failure_class is not FailureClass.UNKNOWN:
-            return p_step
-        # An unclassified failure: how did runs of these very inputs and config fare?
-        same_good, same_bad = outcomes((r for r in data.records if r.key == failed.key),
-                                       KEY_HALF_LIFE)
-        return (same_good + 2.0 * p_step) / (same_good + same_bad + 2.0)
+        """P(no failure the settings cannot explain): the recency-weighted record of runs
+        with the same inputs, config and code (the cache key) as the failed one, smoothed
+        towards a prior; other keys' failures (another version of the code) do not count."""
+        good = bad = 0.0
+        same = [r for r in data.records
+                if failed is not None and r.key == failed.key and r.id != failed.id]
+        if failed is not None and _unexplained(failed):
+            same.append(failed)   # this failure is itself one the settings did not explain
+        for age, r in enumerate(reversed(same)):
+            weight = 0.5 ** (age / KEY_HALF_LIFE)
+            if r.ok:
+                good += weight
+            elif _unexplained(r):
+                bad += weight
+        prior, strength = OTHER_PRIOR
+        return (good + strength * prior) / (good + bad + strength)
 
     @staticmethod
     def _vec(record: RunRecord, prior: Prior) -> np.ndarray:
