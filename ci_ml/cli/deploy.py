@@ -9,6 +9,7 @@ import click
 from ci_ml.cli.common import common_options
 from ci_ml.config import load_config
 from ci_ml.console import Reporter
+from ci_ml.extras import require
 
 
 @click.group()
@@ -36,6 +37,7 @@ def deploy_render(stable: int | None, canary: int | None, canary_weight: int | N
     when staging holds a different model than production, a canary. Exit 1 if trivy config
     finds a HIGH or CRITICAL misconfiguration, 2 if a manifest fails the Kubernetes schema.
     """
+    require("deploy", "ci-ml deploy render")
     from ci_ml.deploy.render import make_plan, render_to
     from ci_ml.registry.backends import open_registry
 
@@ -75,6 +77,7 @@ def build(model_path: Path | None, image_name: str | None, tag: str | None, cont
     The image holds onnxruntime, numpy and ci-ml's server only, runs as a non-root user
     and checks /health. Exit 3 if Docker or the base image is missing.
     """
+    require("deploy", "ci-ml deploy build")
     from ci_ml.cli.serve import resolve_model
     from ci_ml.config import load_config
     from ci_ml.deploy.image import (

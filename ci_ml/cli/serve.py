@@ -13,6 +13,7 @@ from ci_ml.artifacts import CANDIDATE_ONNX
 from ci_ml.cli.common import common_options
 from ci_ml.config import Config, apply_defaults, config_schema, find_config, load_config
 from ci_ml.errors import ConfigError
+from ci_ml.extras import require
 
 
 def serve_section(config_path: Path | None,
@@ -54,6 +55,7 @@ def serve(model_path: Path | None, host: str | None, port: int | None,
     Runs until SIGTERM or Ctrl-C, then drains in-flight requests. Without a config
     file, --model is required and the server uses the schema's defaults.
     """
+    require("serve", "ci-ml serve")
     from ci_ml.serve.model import ServedModel
     from ci_ml.serve.server import create_server, serve_until_signalled
     from ci_ml.serve.settings import ServeSettings

@@ -30,6 +30,7 @@ class TrainStep(Step):
     name = "train"
     title = "reproducible PyTorch training"
     after = ("data-check",)
+    extra = "train"
     # 2: train-run.json and plots/ joined the outputs; old entries lack them.
     version = "2"
 
@@ -115,6 +116,7 @@ class PruneStep(Step):
     name = "prune"
     title = "prune, export to ONNX, parity check"
     after = ("train",)
+    extra = "train"
     # 3: pruned/metrics.json (the shipped model's own metrics) joined the outputs.
     version = "3"
 

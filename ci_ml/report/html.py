@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ci_ml.extras import module_available
 from ci_ml.gate.interface import Decision, Evidence, Outcome, StagePolicy
 from ci_ml.report.markdown import SHOWN_SEVERITIES, scalar_metrics
 from ci_ml.resources import render_template, template_environment
@@ -43,6 +44,8 @@ def _png(fig: Any) -> str:
 
 def _figure(width: float = 6.4, height: float = 3.2) -> Any:
     # The object API, not pyplot: no global state, no GUI backend, safe in any process.
+    if not module_available("matplotlib"):   # the core install (a gate job) has no plots
+        return None
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height))
@@ -56,6 +59,8 @@ def history_plot(points: Sequence[MetricPoint], policy: StagePolicy) -> str | No
     if not series or not points:
         return None
     fig = _figure()
+    if fig is None:
+        return None
     ax = fig.add_subplot()
     xs = list(range(len(points)))
     for name, values in series.items():
@@ -80,6 +85,8 @@ def prune_plot(report: Mapping[str, Any] | None) -> str | None:
     points = [(b, a, c) for b, a, c in points if isinstance(b, int | float)
               and isinstance(a, int | float)]
     fig = _figure()
+    if fig is None:
+        return None
     ax = fig.add_subplot()
     if points:
         ax.scatter([p[0] for p in points], [p[1] for p in points], label="trials")
@@ -127,6 +134,8 @@ def findings_plot(decision: Decision, evidence: Evidence) -> str | None:
     if not any(kept.values()) and not waived:
         return None
     fig = _figure(6.4, 0.6 + 0.5 * len(scanners))
+    if fig is None:
+        return None
     ax = fig.add_subplot()
     left = [0] * len(scanners)
     for sev in (*SHOWN_SEVERITIES, Severity.UNKNOWN):
