@@ -24,7 +24,7 @@ from ci_ml.ci.pins import ACTIONS
 from tests.conftest import EXAMPLE, FIXTURES, REPO, run_cli
 
 CLIENT_TIMEOUT_S = 900
-STEPS_LINE = re.compile(r"steps: (\d+) run, (\d+) cached")
+STEPS_LINE = re.compile(r"steps: (\d+) ran, (\d+) from cache")
 
 
 def tool(name: str) -> str:
@@ -124,22 +124,24 @@ def manifest_steps(repo: Path) -> list[str]:
 
 
 def fresh_counts(repo: Path, step: str) -> tuple[int, int]:
-    """``steps: N run, M cached`` of a job whose own step is new and the rest restored.
+    """``steps: N ran, M from cache`` of a job whose own step is new and the rest restored.
 
     A step that is never cached (the DAST scan of a live endpoint) always runs.
     """
     steps = _selected(repo, (step,))
-    return len(steps), sum(1 for s in steps if s.cacheable and s.name != step)
+    cached = sum(1 for s in steps if s.cacheable and s.name != step)
+    return len(steps) - cached, cached
 
 
 def warm_counts(repo: Path, step: str) -> tuple[int, int]:
-    """``steps: N run, M cached`` of a job whose steps all come from the cache."""
+    """``steps: N ran, M from cache`` of a job whose steps all come from the cache."""
     steps = _selected(repo, (step,))
-    return len(steps), sum(1 for s in steps if s.cacheable)
+    cached = sum(1 for s in steps if s.cacheable)
+    return len(steps) - cached, cached
 
 
 def steps_counts(lines: list[str]) -> tuple[int, int] | None:
-    """ci-ml's closing ``steps: N run, M cached`` line in a job's log."""
+    """ci-ml's closing ``steps: N ran, M from cache`` line in a job's log."""
     for line in reversed(lines):
         match = STEPS_LINE.search(line)
         if match:

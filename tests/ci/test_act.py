@@ -154,7 +154,7 @@ def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
     local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
                     env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
-    assert f"steps: {len(enabled_steps(repo))} run, 0 cached" in local.stdout
+    assert f"steps: {len(enabled_steps(repo))} ran, 0 from cache" in local.stdout
 
     run = run_act(repo, tmp_path, ci_ml_wrapper(tmp_path / "bin"), cache=cache,
                   out=tmp_path / "ci-out")
