@@ -1,6 +1,6 @@
 """Model server benchmark: latency over a bare ONNX Runtime run, throughput, a soak, a DAST scan.
 
-    python benchmarks/serve.py [--model pruned/model.onnx] [--duration 60] [--concurrency 4]
+    python benchmarks/serve.py [--model candidate/model.onnx] [--duration 60] [--concurrency 4]
 
 Without --model it trains and exports the bundled example first (fixtures/example, in a
 temporary directory). The server runs in its own process (`python -m ci_ml.serve`, the
@@ -52,7 +52,7 @@ def build_example_model(work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "ci_ml", "prune", "--config",
                     str(project / "ci-ml.yaml"), "--out", str(work / "out"), "--quiet"],
                    check=True, env=env)
-    return work / "out" / "pruned" / "model.onnx"
+    return work / "out" / "candidate" / "model.onnx"
 
 
 def start_server(model: Path, work: Path, concurrency: int) -> tuple[subprocess.Popen[str], str]:

@@ -70,7 +70,7 @@ def with_train_nproc(config: Config, nproc: int) -> Config:
 @click.command()
 @common_options
 def prune(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
-    """Prune and export the trained model to ONNX; writes pruned/, prune-report.json."""
+    """Prune and export the trained model to ONNX; writes candidate/, prune-report.json."""
     run_steps(config_path, out_dir, quiet, ["prune"])
 
 

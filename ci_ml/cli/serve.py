@@ -43,7 +43,7 @@ def resolve_model(explicit: Path | None, section: dict[str, Any], root: Path | N
 @click.command()
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="ONNX model with model.json beside it (default: serve.model, else "
-                   "<out>/pruned/model.onnx).")
+                   "<out>/candidate/model.onnx).")
 @click.option("--host", default=None, help="Address to bind (default: serve.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: serve.port, 8080; 0 picks a free one).")

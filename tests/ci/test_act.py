@@ -95,7 +95,7 @@ def test_artifacts_and_reports_exist(setup: Setup, branch_run: ActRun) -> None:
     runs = json.loads((out / SARIF).read_text())["runs"]
     assert {r["automationDetails"]["id"] for r in runs} == {
         "ci-ml/code/", "ci-ml/deps/", "ci-ml/model/", "ci-ml/dast/"}
-    assert (out / "model").is_dir() and (out / "pruned").is_dir()
+    assert (out / "model").is_dir() and (out / "candidate").is_dir()
     decision = json.loads((out / "decision.json").read_text())
     assert decision["stage"] == "staging" and decision["decision"] == "pass"
     manifest = json.loads((out / "manifest.json").read_text())
