@@ -268,8 +268,7 @@ def _prune(
         reason = ("no real speedup at the batch sizes served (prune.latency_batches "
                   f"{list(s.latency_batches)}): "
                   + ", ".join(f"{v:.2f}x at batch {b}" for b, v in gains.items())
-                  + f" (real is >= {REAL_SPEEDUP}x at each); the unpruned model ships, "
-                  "as fast and at least as accurate")
+                  + f" (real is >= {REAL_SPEEDUP}x at each); the unpruned model ships")
     say(f"prune: {reason}")
     if slow:
         return PruneResult(model=base, met_budget=True, reason=reason, settings=s, spec=spec,
