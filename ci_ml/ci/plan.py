@@ -24,8 +24,10 @@ from ci_ml.ci.interface import (
 )
 from ci_ml.config import Config
 
-# What each scanner's job installs: the image scan builds the image, DAST serves the model.
-SCAN_EXTRAS: dict[str, tuple[str, ...]] = {"image": ("scan", "deploy"), "dast": ("scan", "serve")}
+# What each scanner's job installs: the image scan builds the image, DAST serves the model,
+# the IaC scan runs trivy (which [deploy] brings).
+SCAN_EXTRAS: dict[str, tuple[str, ...]] = {"image": ("scan", "deploy"), "iac": ("scan", "deploy"),
+                                           "dast": ("scan", "serve")}
 
 # What may go into a generated file from the config: no `$` (GitHub's ${{ }} and
 # GitLab's $[[ ]] and $VAR would expand it), no quotes, backslashes or newlines.
