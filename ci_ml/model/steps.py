@@ -202,7 +202,7 @@ class PruneStep(Step):
         atomic_write_json(ctx.output(PRUNE_REPORT), report)
         shutil.rmtree(work, ignore_errors=True)
         if not result.pruned:
-            ctx.reporter.warn(f"prune: {result.reason}; the candidate is the unpruned model")
+            ctx.reporter.warn(f"prune: {result.reason}")  # every reason says the unpruned ships
         comp = result.comparison
         summary = (f"candidate: the pruned model; {comp.verdict}"
                    if comp is not None and result.pruned
