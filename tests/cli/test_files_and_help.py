@@ -44,6 +44,9 @@ def test_init_and_generate_write_files_other_users_can_read(tmp_path: Path) -> N
         shutil.copy(EXAMPLE / "data" / name, root / "data" / name)
     with umask(0o022):
         assert run_cli("init", root).code == 0
+        # This checkout's ci-ml is an editable install: say which commit the jobs install.
+        with open(root / "ci-ml.yaml", "a") as cfg:
+            cfg.write(f"\nci:\n  source: {{url: 'https://github.com/acme/ci-ml', ref: '{'0' * 40}'}}\n")
         result = run_cli("generate", "gitlab", "--config", root / "ci-ml.yaml", "--output", root)
     assert result.code == 0, result.output
     for path in (root / "ci-ml.yaml", root / ".gitlab-ci.yml", root / ".gitlab/ci-ml/setup.yml"):
