@@ -177,5 +177,7 @@ def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Sour
     local_manifest = json.loads((tmp_path / "local-out" / "manifest.json").read_text())
     assert all(step["cached"] for step in manifest["steps"]
                if step["status"] != "skipped" and step["name"] != "scan-dast")
-    assert ({s["name"]: s["key"] for s in manifest["steps"]}
-            == {s["name"]: s["key"] for s in local_manifest["steps"]})
+    # The never-cached DAST scan ran again in the gate job, whose lean install has no ZAP
+    # client: its recorded tool versions, not a cache key anyone looks up, differ.
+    assert ({s["name"]: s["key"] for s in manifest["steps"] if s["name"] != "scan-dast"}
+            == {s["name"]: s["key"] for s in local_manifest["steps"] if s["name"] != "scan-dast"})
