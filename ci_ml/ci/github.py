@@ -74,6 +74,7 @@ class GitHubTarget(CiTarget):
         return files
 
     def step_files(self) -> list[GeneratedFile]:
-        return [GeneratedFile(PUBLISHED_DIR / step / "action.yml",
-                              action_text(step, "3.11", f"ci-ml=={ci_ml.__version__}"))
+        # Published actions have no default requirement: the generated workflow passes each
+        # job's, pinned to the commit it takes the actions from.
+        return [GeneratedFile(PUBLISHED_DIR / step / "action.yml", action_text(step, "3.11", ""))
                 for step in STEP_ACTIONS]

@@ -88,6 +88,7 @@ class GitLabTarget(CiTarget):
         return files
 
     def step_files(self) -> list[GeneratedFile]:
-        return [GeneratedFile(PUBLISHED_DIR / f"{step}.yml",
-                              component_text(step, "3.11", f"ci-ml=={ci_ml.__version__}"))
+        # Published components have no default requirement: the generated pipeline passes
+        # each job's, pinned to the ref it includes the components from.
+        return [GeneratedFile(PUBLISHED_DIR / f"{step}.yml", component_text(step, "3.11", ""))
                 for step in STEP_ACTIONS]

@@ -13,9 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ci_ml.errors import UsageError
+
+if TYPE_CHECKING:
+    from ci_ml.ci.install import InstallSource
 
 # The reusable steps, each a composite action (GitHub) and a component (GitLab).
 STEP_ACTIONS = ("setup", "data-check", "train", "prune", "scan", "gate", "promote", "deploy")
@@ -46,6 +49,7 @@ class Job:
     build_image: bool = False         # the image scan builds the model-server image first
     dast: bool = False                # the DAST scan
     zap: bool = False                 # ... through a ZAP service container (else built-in)
+    extras: tuple[str, ...] = ()      # what the job installs beside ci-ml's core (ci_ml.extras)
 
     @property
     def is_release(self) -> bool:
@@ -72,11 +76,20 @@ class ProjectPaths:
 @dataclass(frozen=True)
 class PipelinePlan:
     version: str                          # ci-ml's version, stamped in every file
-    package: str                          # the pip requirement that installs ci-ml
+    install: InstallSource                # where every job installs ci-ml from
     paths: ProjectPaths
     jobs: tuple[Job, ...]
     settings: Mapping[str, Any] = field(default_factory=dict)  # the config's `ci` section
     serve_port: int = 8080                # where the DAST job serves the model for ZAP
+
+    @property
+    def package(self) -> str:
+        """The core requirement (no extra): the setup step's default."""
+        return self.install.requirement()
+
+    def requirement(self, job: Job) -> str:
+        """What ``job`` installs: ci-ml from the pinned reference, with the job's extras."""
+        return self.install.requirement(job.extras)
 
     def job(self, job_id: str) -> Job:
         for job in self.jobs:

@@ -11,6 +11,7 @@ import click
 from ci_ml.cli.common import STAGES, common_options, print_run, run_steps
 from ci_ml.config import Config, load_config
 from ci_ml.console import Reporter
+from ci_ml.pipeline.registry import STEPS
 from ci_ml.pipeline.runner import run_pipeline
 
 
@@ -18,7 +19,8 @@ from ci_ml.pipeline.runner import run_pipeline
 @click.option("--stage", type=STAGES, default="staging", show_default=True,
               help="Stage whose policy the gate applies.")
 @click.option("--only", "only", multiple=True, metavar="STEP",
-              help="Run only STEP (repeatable), after restoring or running what it needs.")
+              help="Run only STEP (repeatable), after restoring or running what it needs. "
+                   f"Steps: {', '.join(STEPS)}.")
 @click.option("--force", is_flag=True, help="Ignore the step cache and run every step.")
 @common_options
 def run(stage: str, only: tuple[str, ...], force: bool, config_path: Path | None,
@@ -68,7 +70,7 @@ def with_train_nproc(config: Config, nproc: int) -> Config:
 @click.command()
 @common_options
 def prune(config_path: Path | None, out_dir: Path, quiet: bool) -> None:
-    """Prune and export the trained model to ONNX; writes pruned/, prune-report.json."""
+    """Prune and export the trained model to ONNX; writes candidate/, prune-report.json."""
     run_steps(config_path, out_dir, quiet, ["prune"])
 
 

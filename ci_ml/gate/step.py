@@ -110,7 +110,8 @@ def write_reports(ctx: StepContext, decision: Decision, evidence: Evidence, poli
     atomic_write_text(ctx.output("summary.md"), render_summary(decision, evidence, policy))
     atomic_write_text(ctx.output("junit.xml"), render_junit(decision))
     atomic_write_text(ctx.output("report.html"),
-                      render_html(decision, evidence, policy, metric_history(state, evidence)))
+                      render_html(decision, evidence, policy, metric_history(state, evidence),
+                                  ctx.out_dir))
     # SARIF for GitHub code scanning and the GitLab security reports, waivers applied.
     write_security_reports(ctx.staging, evidence.scans, decision.waivers)
 

@@ -30,6 +30,7 @@ class TrainStep(Step):
     name = "train"
     title = "reproducible PyTorch training"
     after = ("data-check",)
+    extra = "train"
     # 2: train-run.json and plots/ joined the outputs; old entries lack them.
     version = "2"
 
@@ -107,16 +108,19 @@ PRUNE_PLOT = "prune-tradeoff.png"
 class PruneStep(Step):
     """Prune within the accuracy budget and export the model that will be served to ONNX.
 
-    The export always runs (``pruned/`` is what ``serve`` and ``deploy`` ship); pruning
-    itself is governed by ``prune.enabled``. When pruning cannot help (the budget cannot be
-    met, or the model cannot be traced) the unpruned model is the output, with a warning.
+    The export always runs: ``candidate/`` holds the model the gate judges and ``serve``
+    and ``deploy`` ship. Pruning itself is governed by ``prune.enabled``. When pruning
+    cannot help (the budget cannot be met, the model cannot be traced, or the pruned model
+    is not really faster at the batch sizes served) the unpruned model is the candidate,
+    and the report and the step's summary say why.
     """
 
     name = "prune"
     title = "prune, export to ONNX, parity check"
     after = ("train",)
-    # 3: pruned/metrics.json (the shipped model's own metrics) joined the outputs.
-    version = "3"
+    extra = "train"
+    # 4: candidate/ (was pruned/), the candidate named as such, no-speedup models not shipped.
+    version = "4"
 
     def preflight(self, config: Config) -> None:
         from ci_ml.model.prune.settings import PruneSettings
@@ -158,10 +162,11 @@ class PruneStep(Step):
             export = export_onnx(model, card.spec.input_shape, onnx_out)
             atomic_write_json(ctx.output(PRUNE_REPORT), {
                 "pruned": False, "met_budget": False, "reason": reason,
+                "candidate": _candidate_block(False, reason, out, ctx.staging),
                 "served": {"onnx_bytes": export.bytes_total, "accuracy": None},
             })
-            return StepOutcome(StepStatus.PASSED, f"not pruned ({reason}); exported the "
-                               f"unpruned model ({export.bytes_total} bytes)", {"pruned": False})
+            return StepOutcome(StepStatus.PASSED, f"candidate: the unpruned model ({reason}; "
+                               f"{export.bytes_total} bytes)", {"pruned": False})
 
         if not section["enabled"]:
             return unpruned("prune.enabled is false")
@@ -180,8 +185,9 @@ class PruneStep(Step):
             atomic_write_json(out / SPEC, card.to_json())
         else:
             save_model(result.model, card, out)
-        # The gate and the registry judge the model that ships, so it gets its own metrics.
-        atomic_write_json(out / METRICS, {"model": "pruned" if result.pruned else "trained",
+        # The gate and the registry judge the candidate, so it gets its own metrics.
+        atomic_write_json(out / METRICS, {"model": "candidate",
+                                          "candidate": "pruned" if result.pruned else "unpruned",
                                           **evaluate_model(result.model, test, bundle.classes)})
         assert result.onnx_path is not None
         for src in onnx_files(result.onnx_path):
@@ -191,15 +197,40 @@ class PruneStep(Step):
         write_prune_report(result, ctx.staging)
         report = json.loads(ctx.output(PRUNE_REPORT).read_text("utf-8"))
         report["served"] = _served_stats(result)
+        report["candidate"] = _candidate_block(result.pruned, result.reason, out, ctx.staging)
+        _name_kept_files(report, result.pruned)
         atomic_write_json(ctx.output(PRUNE_REPORT), report)
         shutil.rmtree(work, ignore_errors=True)
-        if not result.met_budget:
-            ctx.reporter.warn(f"prune: {result.reason}; keeping the unpruned model")
+        if not result.pruned:
+            ctx.reporter.warn(f"prune: {result.reason}")  # every reason says the unpruned ships
         comp = result.comparison
-        summary = (comp.verdict if comp is not None and result.pruned
-                   else f"not pruned: {result.reason}")
+        summary = (f"candidate: the pruned model; {comp.verdict}"
+                   if comp is not None and result.pruned
+                   else f"candidate: the unpruned model ({result.reason})")
         return StepOutcome(StepStatus.PASSED, summary,
                            {"pruned": result.pruned, "met_budget": result.met_budget})
+
+
+def _candidate_block(pruned: bool, reason: str, out: Path, staging: Path) -> dict[str, Any]:
+    """Which model is the candidate, why, and its files (paths under --out)."""
+    files = sorted(p.relative_to(staging).as_posix() for p in out.rglob("*") if p.is_file())
+    return {"model": "pruned" if pruned else "unpruned", "why": reason, "files": files}
+
+
+def _name_kept_files(report: dict[str, Any], pruned: bool) -> None:
+    """The report names only files that exist under --out: the measured exports (base.onnx,
+    pruned.onnx, the int8 variants) lived in a work directory; the one kept is the
+    candidate's model.onnx."""
+    kept = f"{PRUNED_DIR}/model.onnx"
+    report["output_onnx"] = kept
+    comparison = report.get("comparison") or {}
+    for side, is_kept in (("base", not pruned), ("candidate", pruned)):
+        onnx = (comparison.get(side) or {}).get("onnx")
+        if isinstance(onnx, dict):
+            onnx.pop("files", None)
+            onnx["path"] = kept if is_kept else None
+    for variant in report.get("quantization") or []:
+        variant["file"] = kept if pruned and variant.get("kept") else None
 
 
 def _served_stats(result: Any) -> dict[str, Any]:

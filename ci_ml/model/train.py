@@ -177,19 +177,19 @@ def check_fits(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> None:
                          f"expected [{spec.num_classes}] class scores")
 
 
-def epoch_order(n: int, generator: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """This rank's sample order for one epoch.
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int = 0,
+                  world: int = 1) -> list[tuple[torch.Tensor, int]]:
+    """This rank's share of each batch of one epoch: (sample indices, global batch size).
 
-    Every rank draws the same permutation from the same seeded generator and takes
-    every ``world``-th index (like DistributedSampler); the permutation is padded by
-    wrapping around so that all ranks run the same number of batches (DDP needs it).
+    Every rank draws the same permutation from the same seeded generator and cuts it into
+    the single-process run's batches of ``batch_size``; each rank takes every
+    ``world``-th sample of every batch. So N processes take the same optimizer steps on the
+    same samples as one process (same global batch, same schedule, no sample repeated), and
+    every rank runs the same number of steps, which DDP needs.
     """
     order = torch.randperm(n, generator=generator)
-    if world == 1:
-        return order
-    per_rank = -(-n // world)
-    padded = order[torch.arange(per_rank * world) % n]
-    return padded[rank::world]
+    return [(order[i:i + batch_size][rank::world], len(order[i:i + batch_size]))
+            for i in range(0, n, batch_size)]
 
 
 def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -204,21 +204,29 @@ def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     loss poisons that sum, which the caller checks once per epoch.
     """
     model.train()
-    order = epoch_order(len(y), generator, rank, world)
     losses: list[torch.Tensor] = []
-    sizes: list[int] = []
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+    sizes: list[float] = []   # what each loss is the mean over, in samples
+    seen = 0
+    for idx, global_size in epoch_batches(len(y), batch_size, generator, rank, world):
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        if world == 1:
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            weight: float = len(idx)
+        else:
+            # DDP averages the ranks' gradients: scaled so, the step is the mean over the
+            # whole global batch (a rank's share may be one sample short, or empty).
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx], reduction="sum") * (
+                world / global_size)
+            weight = global_size / world
         loss.backward()
         opt.step()
         losses.append(loss.detach())
-        sizes.append(len(idx))
+        sizes.append(weight)
+        seen += len(idx)
     if not losses:
         return 0.0, 0
     total = torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64)
-    return float(total), sum(sizes)
+    return float(total), seen
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -249,16 +257,14 @@ def fit(model: nn.Module, train: Split, monitor: Split, classes: tuple[str, ...]
     """
     net: nn.Module = getattr(model, "module", model)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    # Each rank takes an equal part of a batch: the averaged gradient is that of
-    # train.batch_size samples, as in one process.
-    local_batch = max(1, -(-s.batch_size // group.world))
     opt = make_optimizer(model, s)
     history: list[EpochStats] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_loss, best_epoch, bad_epochs = math.inf, 0, 0
     stopped = False
     for epoch in range(1, s.epochs + 1):
-        total, seen = epoch_sums(model, opt, x, y, local_batch, generator, group.rank, group.world)
+        total, seen = epoch_sums(model, opt, x, y, s.batch_size, generator, group.rank,
+                                 group.world)
         total, seen_f = group.all_sum((total, float(seen)))
         group.average_buffers(net)
         train_loss = total / max(seen_f, 1.0)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ci_ml.fsutil import copy_path, hash_path
@@ -55,8 +56,26 @@ class StepCache:
             if src.exists():
                 copy_path(src, dest / rel)
 
+    def recorded_tools(self, step: str) -> Iterator[tuple[str, dict[str, str]]]:
+        """(key, tool versions) of every complete entry of ``step`` that recorded them.
+
+        A job without a step's tools (a lean install) cannot compute the key that step had
+        where it ran; it can check that an entry's key is what the inputs give with the
+        entry's own tool versions (see ``ci_ml.pipeline.runner``).
+        """
+        base = self.root / step
+        if not self.enabled or not base.is_dir():
+            return
+        for entry in sorted(base.iterdir()):
+            try:
+                tools = json.loads((entry / "tools.json").read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(tools, dict) and (entry / "outcome.json").is_file():
+                yield entry.name, {str(k): str(v) for k, v in tools.items()}
+
     def store(self, step: str, key: str, outcome: StepOutcome, outputs: tuple[str, ...],
-              src: Path) -> None:
+              src: Path, tools: Mapping[str, str] | None = None) -> None:
         if not self.enabled:
             return
         final = self._entry(step, key)
@@ -71,6 +90,8 @@ class StepCache:
                     copy_path(src / rel, tmp / "out" / rel)
                     hashes[rel] = hash_path(tmp / "out" / rel)
             (tmp / "outputs.json").write_text(json.dumps(hashes, indent=2), "utf-8")
+            if tools is not None:
+                (tmp / "tools.json").write_text(json.dumps(dict(tools), indent=2), "utf-8")
             # outcome.json last: its presence is what marks an entry complete.
             (tmp / "outcome.json").write_text(json.dumps(outcome.to_json(), indent=2), "utf-8")
             os.rename(tmp, final)

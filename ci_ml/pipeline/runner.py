@@ -21,6 +21,7 @@ import ci_ml
 from ci_ml.config import Config
 from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
+from ci_ml.extras import require
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
 from ci_ml.pipeline.cache import StepCache
 from ci_ml.pipeline.interface import (
@@ -33,6 +34,8 @@ from ci_ml.pipeline.interface import (
 from ci_ml.pipeline.registry import STEPS, ordered_steps
 
 MANIFEST = "manifest.json"
+# The version a step's inputs record for a tool that is not installed here.
+MISSING = "missing"
 STAGING_DIR = ".ci-ml-staging"
 
 
@@ -154,6 +157,8 @@ def run_pipeline(
     # writes; a step the cache will answer costs nothing (not even importing torch).
     for step_cls in steps:
         if step_cls.name in plan.will_run:
+            if step_cls.extra is not None:
+                require(step_cls.extra, f"step {step_cls.name}")
             preflight = getattr(step_cls(), "preflight", None)
             if callable(preflight):
                 preflight(config)
@@ -194,7 +199,7 @@ def _run_one(
     ctx.reset_staging()
     declared = planned_inputs if planned_inputs is not None else step.inputs(ctx)
     key_material = _key_material(step, config, declared, output_hashes, stage)
-    key = hash_json(key_material)
+    key = _cache_key(step, key_material, cache, force)
     outputs = step.outputs(config)
     outcome = None if (force or not step.cacheable) else cache.lookup(step.name, key)
     cached = outcome is not None
@@ -214,7 +219,7 @@ def _run_one(
             replace_path(ctx.staging / rel, out_dir / rel)
     if not cached:
         if step.cacheable and outcome.status in (StepStatus.PASSED, StepStatus.BLOCKED):
-            cache.store(step.name, key, outcome, outputs, out_dir)
+            cache.store(step.name, key, outcome, outputs, out_dir, tools=key_material["tools"])
         reporter.step_end(index, total, step.name, outcome.status.value,
                           time.perf_counter() - started, outcome.summary)
     produced = {rel: hash_path(out_dir / rel) for rel in outputs if (out_dir / rel).exists()}
@@ -232,6 +237,25 @@ def _context(step: Step, config: Config, out_dir: Path, staging_root: Path, stag
              force: bool, reporter: Reporter) -> StepContext:
     return StepContext(config=config, out_dir=out_dir, staging=staging_root / step.name,
                        stage=stage, reporter=reporter, force=force)
+
+
+def _cache_key(step: Step, material: dict[str, Any], cache: StepCache, force: bool) -> str:
+    """The step's cache key; where its tools are not installed, the key of the entry made
+    with the tool versions the job that ran it had.
+
+    A lean job (the gate's core install, no torch) cannot run train or prune, nor compute
+    their keys: torch's version is part of them. Any entry whose key is what every other
+    input gives with the entry's own recorded tool versions is that step's result.
+    """
+    key = hash_json(material)
+    tools = material["tools"]
+    if force or not step.cacheable or MISSING not in tools.values():
+        return key
+    for entry_key, recorded in cache.recorded_tools(step.name):
+        if set(recorded) == set(tools) and MISSING not in recorded.values():
+            if hash_json({**material, "tools": recorded}) == entry_key:
+                return entry_key
+    return key
 
 
 def _key_material(step: Step, config: Config, declared: StepInputs,
@@ -285,7 +309,8 @@ def _plan_into(steps: Sequence[type[Step]], config: Config, out_dir: Path, stagi
             continue
         ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
         declared[step.name] = step.inputs(ctx)
-        key = hash_json(_key_material(step, config, declared[step.name], predicted, stage))
+        key = _cache_key(step, _key_material(step, config, declared[step.name], predicted, stage),
+                         cache, force)
         hashes = cache.output_hashes(step.name, key, step.outputs(config))
         if hashes is None:
             will_run.add(step.name)

@@ -73,7 +73,7 @@ def test_statement_binds_model_data_metrics_findings_policy_and_commit(project: 
     assert st["_type"] == "https://in-toto.io/Statement/v1"
     subjects = {s["name"]: s["digest"]["sha256"] for s in st["subject"]}
     assert subjects["model.onnx"] == hashlib.sha256(
-        (out / "pruned" / "model.onnx").read_bytes()).hexdigest()
+        (out / "candidate" / "model.onnx").read_bytes()).hexdigest()
     assert subjects["model.safetensors"] == hashlib.sha256(
         (out / "model" / "model.safetensors").read_bytes()).hexdigest()
     pred = st["predicate"]

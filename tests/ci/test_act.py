@@ -17,11 +17,12 @@ import pytest
 from ci_ml.ci.reports import SARIF
 from tests.ci.clients import (
     ActRun,
-    ci_ml_wrapper,
+    Source,
     ci_project,
     enabled_steps,
     fresh_counts,
     generate,
+    installs,
     manifest_steps,
     run_act,
     signing_key,
@@ -47,23 +48,23 @@ JOB_STEP = {"data-check": "data-check", "train": "train", "prune": "prune",
 class Setup:
     repo: Path
     work: Path
-    bin_dir: Path
+    source: Source
     cache: Path
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+def setup(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Setup:
     work = tmp_path_factory.mktemp("act")
-    repo = ci_project(work)
+    repo = ci_project(work, source)
     generate(repo, "github")
-    return Setup(repo, work, ci_ml_wrapper(work / "bin"), work / "step-cache")
+    return Setup(repo, work, source, work / "step-cache")
 
 
 @pytest.fixture(scope="module")
 def branch_run(setup: Setup) -> ActRun:
     """A push to main with an empty step cache: every step really runs once."""
     pem = signing_key(setup.work).read_text()
-    return run_act(setup.repo, setup.work, setup.bin_dir, cache=setup.cache,
+    return run_act(setup.repo, setup.work, setup.source, cache=setup.cache,
                    out=setup.work / "out-main", secrets={"CI_ML_SIGNING_KEY": pem})
 
 
@@ -84,6 +85,16 @@ def test_remote_actions_are_skipped_under_act(branch_run: ActRun) -> None:
     assert "placeholder for a remote action ran" not in branch_run.raw
 
 
+def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
+        setup: Setup, branch_run: ActRun) -> None:
+    """Nothing is preinstalled: the generated setup step installs every job's ci-ml."""
+    source = setup.source
+    for job, extras in (("data-check", ""), ("train", "[train]"), ("prune", "[train]"),
+                        ("scan-code", "[scan]"), ("scan-dast", "[scan,serve]"),
+                        ("gate-staging", "[serve]"), ("promote-staging", "")):
+        assert installs(branch_run.logs[job]) == [source.requirement(extras)], job
+
+
 def test_artifacts_and_reports_exist(setup: Setup, branch_run: ActRun) -> None:
     out = setup.work / "out-main"
     for name in ("data-report.json", "metrics.json", "prune-report.json", "scans/code.json",
@@ -95,7 +106,7 @@ def test_artifacts_and_reports_exist(setup: Setup, branch_run: ActRun) -> None:
     runs = json.loads((out / SARIF).read_text())["runs"]
     assert {r["automationDetails"]["id"] for r in runs} == {
         "ci-ml/code/", "ci-ml/deps/", "ci-ml/model/", "ci-ml/dast/"}
-    assert (out / "model").is_dir() and (out / "pruned").is_dir()
+    assert (out / "model").is_dir() and (out / "candidate").is_dir()
     decision = json.loads((out / "decision.json").read_text())
     assert decision["stage"] == "staging" and decision["decision"] == "pass"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -125,7 +136,7 @@ def test_the_gate_summary_is_the_job_summary(setup: Setup, branch_run: ActRun) -
 def tag_run(setup: Setup, branch_run: ActRun) -> ActRun:
     """Then a release tag of the same commit: same step cache, same registry."""
     assert branch_run.returncode == 0, branch_run.raw[-4000:]
-    return run_act(setup.repo, setup.work, setup.bin_dir, cache=setup.cache,
+    return run_act(setup.repo, setup.work, setup.source, cache=setup.cache,
                    out=setup.work / "out-tag", tag="v1.0.0")
 
 
@@ -146,17 +157,17 @@ def test_a_release_tag_gates_and_promotes_to_production(setup: Setup, tag_run: A
     assert promotion["attestation"]["signed"] is False  # no key given to this run
 
 
-def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
     """`ci-ml run` on a laptop and the CI jobs compute the same step-cache keys."""
-    repo = ci_project(tmp_path)
+    repo = ci_project(tmp_path, source)
     generate(repo, "github")
     cache = tmp_path / "shared-cache"
     local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
                     env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
-    assert f"steps: {len(enabled_steps(repo))} run, 0 cached" in local.stdout
+    assert f"steps: {len(enabled_steps(repo))} ran, 0 from cache" in local.stdout
 
-    run = run_act(repo, tmp_path, ci_ml_wrapper(tmp_path / "bin"), cache=cache,
+    run = run_act(repo, tmp_path, source, cache=cache,
                   out=tmp_path / "ci-out")
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "success" for job in BRANCH_JOBS}
@@ -166,5 +177,7 @@ def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
     local_manifest = json.loads((tmp_path / "local-out" / "manifest.json").read_text())
     assert all(step["cached"] for step in manifest["steps"]
                if step["status"] != "skipped" and step["name"] != "scan-dast")
-    assert ({s["name"]: s["key"] for s in manifest["steps"]}
-            == {s["name"]: s["key"] for s in local_manifest["steps"]})
+    # The never-cached DAST scan ran again in the gate job, whose lean install has no ZAP
+    # client: its recorded tool versions, not a cache key anyone looks up, differ.
+    assert ({s["name"]: s["key"] for s in manifest["steps"] if s["name"] != "scan-dast"}
+            == {s["name"]: s["key"] for s in local_manifest["steps"] if s["name"] != "scan-dast"})

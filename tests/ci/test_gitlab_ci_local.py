@@ -16,10 +16,11 @@ import pytest
 from ci_ml.ci.reports import GATE_DOTENV, SARIF
 from tests.ci.clients import (
     GitLabRun,
-    ci_ml_wrapper,
+    Source,
     ci_project,
     fresh_counts,
     generate,
+    installs,
     run_gitlab_ci_local,
     signing_key,
     steps_counts,
@@ -44,23 +45,33 @@ def step_of(job: str) -> str:
 @dataclass(frozen=True)
 class Pipeline:
     repo: Path
+    source: Source
     run: GitLabRun
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+def pipeline(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Pipeline:
     """A push to main, each job in its own build directory, nothing shared but artifacts."""
     work = tmp_path_factory.mktemp("gitlab")
-    repo = ci_project(work)
+    repo = ci_project(work, source)
     generate(repo, "gitlab")
     key = signing_key(work)  # a File variable in GitLab: the job gets its path
-    return Pipeline(repo, run_gitlab_ci_local(repo, ci_ml_wrapper(work / "bin"),
-                                              variables={"CI_ML_SIGNING_KEY": str(key)}))
+    return Pipeline(repo, source, run_gitlab_ci_local(
+        repo, source, variables={"CI_ML_SIGNING_KEY": str(key)}))
 
 
 def test_every_job_passes(pipeline: Pipeline) -> None:
     assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
     assert pipeline.run.results == {job: "PASS" for job in JOBS}
+
+
+def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
+        pipeline: Pipeline) -> None:
+    """Nothing is preinstalled: the generated setup installs every job's ci-ml."""
+    for job, extras in (("ci-ml-data-check", ""), ("ci-ml-train", "[train]"),
+                        ("ci-ml-scan-deps", "[scan]"), ("ci-ml-scan-dast", "[scan,serve]"),
+                        ("ci-ml-gate-staging", "[serve]"), ("ci-ml-promote-staging", "")):
+        assert installs(pipeline.run.logs[job]) == [pipeline.source.requirement(extras)], job
 
 
 def test_artifacts_carry_finished_steps_to_the_jobs_that_need_them(pipeline: Pipeline) -> None:
@@ -107,7 +118,7 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
     the step cache over, so only the production gate is computed; the production
     promotion is a manual job and waits for a person."""
     assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
-    run = run_gitlab_ci_local(pipeline.repo, pipeline.repo.parent / "bin",
+    run = run_gitlab_ci_local(pipeline.repo, pipeline.source,
                               variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""})
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in STEP_JOBS | {"ci-ml-gate-production"}}
@@ -121,14 +132,14 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
         "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]
 
 
-def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
-    repo = ci_project(tmp_path)
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
+    repo = ci_project(tmp_path, source)
     generate(repo, "gitlab")
     cache = tmp_path / "shared-cache"
     local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
                     env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
-    run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
+    run = run_gitlab_ci_local(repo, source,
                               variables={"CI_ML_CACHE": str(cache)})
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in JOBS}

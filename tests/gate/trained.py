@@ -77,9 +77,9 @@ def variant(out_dir: Path, dest: Path, tag: str) -> Path:
     import onnx
 
     shutil.copytree(out_dir, dest)
-    model = onnx.load(str(dest / "pruned" / "model.onnx"))
+    model = onnx.load(str(dest / "candidate" / "model.onnx"))
     model.doc_string = f"variant {tag}"
-    onnx.save(model, str(dest / "pruned" / "model.onnx"))
+    onnx.save(model, str(dest / "candidate" / "model.onnx"))
     return dest
 
 

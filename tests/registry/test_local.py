@@ -15,7 +15,7 @@ from ci_ml.registry.local import LocalRegistry
 
 
 def model_dir(root: Path, tag: str) -> Path:
-    for rel in ("pruned/model.onnx", "model/model.safetensors", "pruned/model.json"):
+    for rel in ("candidate/model.onnx", "model/model.safetensors", "candidate/model.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(f"{rel} {tag}")
     return root
@@ -34,9 +34,9 @@ def no_attestation(entry: HistoryEntry, version: object) -> tuple[bytes, str | N
 def test_identity_ignores_the_card_but_stores_it(tmp_path: Path) -> None:
     a = model_dir(tmp_path / "a", "1")
     ident = ModelIdentity.from_out_dir(a)
-    (a / "pruned" / "model.json").write_text("another card")
+    (a / "candidate" / "model.json").write_text("another card")
     assert ModelIdentity.from_out_dir(a).digest == ident.digest
-    (a / "pruned" / "model.onnx.data").write_text("external weights")
+    (a / "candidate" / "model.onnx.data").write_text("external weights")
     assert ModelIdentity.from_out_dir(a).digest != ident.digest
     assert set(ident.files) == {"model.onnx", "model.safetensors", "model.json"}
 
@@ -63,9 +63,9 @@ def test_blobs_are_content_addressed_and_repaired(tmp_path: Path) -> None:
     reg = LocalRegistry(tmp_path / "reg")
     out = model_dir(tmp_path / "m", "1")
     reg.promote(promotion(out, "staging"), no_attestation)
-    onnx_sha = sha256_file(out / "pruned" / "model.onnx")
+    onnx_sha = sha256_file(out / "candidate" / "model.onnx")
     blob = reg.blob_path(onnx_sha)
-    assert blob.read_text() == "pruned/model.onnx 1"
+    assert blob.read_text() == "candidate/model.onnx 1"
     os.chmod(blob, 0o644)
     blob.write_text("tampered")
     reg.promote(promotion(out, "production"), no_attestation)  # same model again
