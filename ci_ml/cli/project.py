@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ci_ml.scaffold import init_project
+from ci_ml.scaffold import SIGNING_KEY, VERIFY_KEY, init_project
 
 
 @click.command()
@@ -25,6 +25,8 @@ def init(directory: Path, target: str | None, force: bool) -> None:
 
     path = init_project(directory, target=target, force=force, ask=ask)
     click.echo(f"wrote {path}; next: ci-ml run --config {path}")
+    click.echo(f"registry signing key: {SIGNING_KEY} (git-ignored: store it as the CI secret "
+               f"CI_ML_SIGNING_KEY), public key {VERIFY_KEY} (commit it)")
 
 
 COMMANDS = (init,)

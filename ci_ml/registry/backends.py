@@ -1,20 +1,26 @@
-"""Which registry a config points at: ``registry.backend`` and ``registry.path``.
+"""Which registry a config points at: ``registry.backend`` and where it lives.
 
-``CI_ML_REGISTRY`` (a directory) overrides ``registry.path``, so CI jobs and tests
-can point every command at one registry without editing the config.
+``CI_ML_REGISTRY`` overrides both, so CI jobs and tests can point every command at one
+registry without editing the config: ``oci://HOST/REPOSITORY`` (the oci backend),
+``mlflow+http(s)://HOST[:PORT]`` (the mlflow backend at that tracking URI), anything
+else is a directory (the local backend).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ci_ml.config import Config
-from ci_ml.registry.interface import Registry
-from ci_ml.registry.local import LocalRegistry
+from ci_ml.errors import ToolError
+from ci_ml.registry.history import Registry
+from ci_ml.registry.interface import RegistryBackend, RegistryError
+from ci_ml.registry.local import LocalBackend
+from ci_ml.registry.trust import configured_trust
 
 REGISTRY_ENV = "CI_ML_REGISTRY"
-BACKENDS: dict[str, type[LocalRegistry]] = {"local": LocalRegistry}
+MLFLOW_SCHEMES = ("mlflow+http://", "mlflow+https://")
 
 
 def registry_root(config: Config) -> Path:
@@ -24,7 +30,70 @@ def registry_root(config: Config) -> Path:
     return config.resolve(str(config.section("registry")["path"]))
 
 
-def open_registry(config: Config) -> Registry:
-    section = config.section("registry")
-    backend = BACKENDS[str(section["backend"])]
-    return backend(registry_root(config), float(section["lock_timeout_s"]))
+def selected(config: Config) -> tuple[str, str | None]:
+    """(backend name, location from the environment or None)."""
+    env = os.environ.get(REGISTRY_ENV, "").strip()
+    if env.startswith("oci://"):
+        return "oci", env
+    if env.startswith(MLFLOW_SCHEMES):
+        return "mlflow", env.removeprefix("mlflow+")
+    if env:
+        return "local", env
+    return str(config.section("registry")["backend"]), None
+
+
+def _timeout(config: Config) -> float:
+    return float(config.section("registry")["lock_timeout_s"])
+
+
+def _local(config: Config, location: str | None) -> RegistryBackend:
+    root = Path(location).resolve() if location else \
+        config.resolve(str(config.section("registry")["path"]))
+    return LocalBackend(root, _timeout(config))
+
+
+def _oci(config: Config, location: str | None) -> RegistryBackend:
+    section = config.section("registry")["oci"]
+    reference = location or section.get("repository")
+    if not reference:
+        raise RegistryError("registry.backend is oci but no repository is named: set "
+                            f"registry.oci.repository or {REGISTRY_ENV}=oci://HOST/REPOSITORY")
+    try:
+        from ci_ml.registry.oci import OciBackend
+    except ImportError as exc:
+        raise ToolError("the oci registry backend needs the oras client: pip install "
+                        "'ci-ml[oci]'") from exc
+    return OciBackend(str(reference), insecure=bool(section.get("insecure")),
+                      lock_timeout_s=_timeout(config))
+
+
+def _mlflow(config: Config, location: str | None) -> RegistryBackend:
+    section = config.section("registry")["mlflow"]
+    uri = location or section.get("tracking_uri")
+    if not uri:
+        raise RegistryError("registry.backend is mlflow but no tracking server is named: set "
+                            f"registry.mlflow.tracking_uri or {REGISTRY_ENV}=mlflow+http://HOST")
+    try:
+        from ci_ml.registry.mlflow import MlflowBackend
+    except ImportError as exc:
+        raise ToolError("the mlflow registry backend needs MLflow's client: pip install "
+                        "'ci-ml[mlflow]'") from exc
+    return MlflowBackend(str(uri), str(section.get("model_name") or config.project_name),
+                         lock_timeout_s=_timeout(config))
+
+
+BACKENDS: dict[str, Callable[[Config, str | None], RegistryBackend]] = {
+    "local": _local, "oci": _oci, "mlflow": _mlflow}
+
+
+def open_backend(config: Config) -> RegistryBackend:
+    name, location = selected(config)
+    return BACKENDS[name](config, location)
+
+
+def open_registry(config: Config, *, write: bool = False,
+                  key: Path | None = None) -> Registry:
+    """The configured registry; ``write`` loads the signing key (before anything is written),
+    ``key`` is a public key given on the command line."""
+    trust = configured_trust(config, write=write, explicit_key=key)
+    return Registry(open_backend(config), trust)

@@ -70,7 +70,7 @@ def test_renders_stable_and_canary_that_pass_both_validators(project: Path,
     stable, canary = rendered["deployment.yaml"], rendered["deployment-canary.yaml"]
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "digits-server:v1"
     assert canary["spec"]["template"]["spec"]["containers"][0]["image"] == "digits-server:v2"
-    idx = json.loads((project / ".ci-ml" / "registry" / "index.json").read_text())
+    idx = json.loads(cli(project, "registry", "list", "--json").stdout)
     assert canary["metadata"]["annotations"]["ci-ml/model-digest"] == idx["versions"][1]["digest"]
     ingress = rendered["ingress-canary.yaml"]["metadata"]["annotations"]
     assert ingress["nginx.ingress.kubernetes.io/canary"] == "true"
