@@ -44,6 +44,10 @@ def deploy_render(stable: int | None, canary: int | None, canary_weight: int | N
     state = open_registry(config).state()
     plan = make_plan(config, state, stable=stable, canary=canary,
                      canary_enabled=False if no_canary else None, weight=canary_weight)
+    if config.section("deploy")["kubernetes"].get("model_from") == "oci":
+        from ci_ml.registry.backends import model_references
+
+        plan = model_references(config, state, plan)
     if plan.note:
         reporter.info(plan.note)
     result = render_to(config, out_dir, plan, validate=not no_validate)

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ci_ml.config import Config
 from ci_ml.errors import ToolError
 from ci_ml.registry.history import Registry
-from ci_ml.registry.interface import RegistryBackend, RegistryError
+from ci_ml.registry.interface import RegistryBackend, RegistryError, RegistryState
 from ci_ml.registry.local import LocalBackend
 from ci_ml.registry.trust import configured_trust
+
+if TYPE_CHECKING:
+    from ci_ml.deploy.render import RenderPlan, Workload
 
 REGISTRY_ENV = "CI_ML_REGISTRY"
 MLFLOW_SCHEMES = ("mlflow+http://", "mlflow+https://")
@@ -97,3 +102,22 @@ def open_registry(config: Config, *, write: bool = False,
     ``key`` is a public key given on the command line."""
     trust = configured_trust(config, write=write, explicit_key=key)
     return Registry(open_backend(config), trust)
+
+
+def model_references(config: Config, state: RegistryState, plan: RenderPlan) -> RenderPlan:
+    """The plan with each workload's model pulled from the OCI registry by manifest digest
+    (``deploy.kubernetes.model_from: oci``); the artifact's layers must be the files the
+    verified history attests."""
+    from ci_ml.registry.oci import OciBackend
+
+    backend = open_backend(config)
+    if not isinstance(backend, OciBackend):
+        raise RegistryError("deploy.kubernetes.model_from is oci, but the registry is "
+                            f"{backend.location} (set registry.backend: oci)")
+
+    def pulled(workload: Workload) -> Workload:
+        ref = backend.artifact_reference(state.version(workload.version))
+        return replace(workload, model_ref=ref)
+
+    return replace(plan, stable=pulled(plan.stable),
+                   canary=pulled(plan.canary) if plan.canary else None)

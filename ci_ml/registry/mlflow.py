@@ -1,0 +1,249 @@
+"""The MLflow backend: the registry in an MLflow tracking server's model registry.
+
+- Each ci-ml version is an MLflow model version of the registered model (tags
+  ``ci_ml.version``, ``ci_ml.digest``), whose source is a run (in the experiment
+  ``ci-ml/<model>``) holding the model files under ``model/``.
+- Each event's signed envelope is an artifact of its version's run,
+  ``attestations/<seq:06d>.dsse.json``, and a tag of the version,
+  ``ci_ml.event.<seq:06d>`` (the envelope's sha256); the event's evidence is stored
+  under ``evidence/<sha256>`` in the same run.
+- Stages are the registered model's aliases ``staging`` and ``production``, moved by
+  promote and rollback; ci-ml derives the stages from the verified events, never from
+  the aliases.
+- The lock is a registered model ``<model>.ci-ml-lock``: creating a registered model
+  is atomic in MLflow's store (a unique name), so exactly one writer creates it.
+
+Credentials are MLflow's own (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from ci_ml.errors import ToolError
+from ci_ml.fsutil import sha256_bytes
+from ci_ml.registry.interface import (
+    STAGES,
+    BlobRef,
+    NewEvent,
+    RegistryBackend,
+    RegistryError,
+    RegistryState,
+    StoredEvent,
+    Upload,
+)
+
+EVENT_TAG = re.compile(r"^ci_ml\.event\.(\d{6,})$")
+LOCK_SUFFIX = ".ci-ml-lock"
+
+
+@dataclass(frozen=True)
+class Staged:
+    upload: Upload
+    run_id: str | None          # a fresh run holding a new model's files (None: known model)
+
+
+class MlflowBackend(RegistryBackend):
+    name = "mlflow"
+
+    def __init__(self, tracking_uri: str, model_name: str, *, lock_timeout_s: float = 60.0) -> None:
+        # MLflow logs progress at INFO on the root handler: keep ci-ml's output its own.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.uri = tracking_uri.rstrip("/")
+        self.model = model_name
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.lock_timeout_s = lock_timeout_s
+
+    @property
+    def location(self) -> str:
+        return f"mlflow+{self.uri}#{self.model}"
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS"):
+                raise
+            raise ToolError(f"{self.location}: {what} failed: {exc.error_code}") from exc
+        except OSError as exc:
+            raise ToolError(f"{self.location}: {what} failed: {type(exc).__name__}") from exc
+
+    # ------------------------------------------------------------------ reading
+
+    def _versions(self) -> list[Any]:
+        try:
+            found = self._call("listing model versions", self.client.search_model_versions,
+                               f"name='{self.model}'")
+        except MlflowException:
+            return []
+        return list(found)
+
+    def _version_by_number(self, number: int) -> Any:
+        for mv in self._versions():
+            if mv.tags.get("ci_ml.version") == str(number):
+                return mv
+        raise RegistryError(f"{self.location}: no model version tagged ci_ml.version={number}")
+
+    def _download(self, run_id: str, path: str) -> Path:
+        dest = Path(tempfile.mkdtemp(dir=self.scratch()))
+        try:
+            got = self._call(f"downloading {path}", self.client.download_artifacts, run_id,
+                             path, str(dest))
+        except MlflowException as exc:
+            raise RegistryError(f"{self.location}: {path} is missing from run {run_id}") from exc
+        return Path(got)
+
+    def read_events(self) -> list[StoredEvent]:
+        slots: list[tuple[int, str, str]] = []
+        for mv in self._versions():
+            for key in mv.tags:
+                if (match := EVENT_TAG.match(key)) and mv.run_id:
+                    slots.append((int(match.group(1)), mv.run_id, mv.version))
+        events = []
+        for seq, run_id, mlflow_version in sorted(slots):
+            path = f"attestations/{seq:06d}.dsse.json"
+            try:
+                data = self._download(run_id, path).read_bytes()
+            except RegistryError:
+                data = b""             # tagged but missing: verification names the event
+            events.append(StoredEvent(f"models:/{self.model}/{mlflow_version}#{path}", data))
+        return events
+
+    def fetch(self, ref: BlobRef) -> Path:
+        run_id = self._version_by_number(ref.version).run_id
+        path = f"evidence/{ref.sha256}" if ref.seq is not None else f"model/{ref.name}"
+        return self._download(run_id, path)
+
+    # ------------------------------------------------------------------ writing
+
+    def _experiment(self) -> str:
+        name = f"ci-ml/{self.model}"
+        exp = self._call("reading the experiment", self.client.get_experiment_by_name, name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        try:
+            return str(self._call("creating the experiment", self.client.create_experiment, name))
+        except MlflowException:          # created by a concurrent writer
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise ToolError(f"{self.location}: cannot create the experiment {name}") from None
+            return str(exp.experiment_id)
+
+    def upload(self, upload: Upload) -> object:
+        known = [mv for mv in self._versions() if mv.tags.get("ci_ml.digest") == upload.digest]
+        if known:
+            return Staged(upload, None)
+        run = self._call("creating a run", self.client.create_run, self._experiment(),
+                         run_name=f"{self.model} {upload.digest[7:19]}",
+                         tags={"ci_ml.digest": upload.digest})
+        for name, (path, _) in upload.files.items():
+            self._log(run.info.run_id, path, name, "model")
+        return Staged(upload, run.info.run_id)
+
+    def _log(self, run_id: str, path: Path, name: str, folder: str) -> None:
+        if path.name != name:
+            named = Path(tempfile.mkdtemp(dir=self.scratch())) / name
+            shutil.copyfile(path, named)
+            path = named
+        self._call(f"uploading {name}", self.client.log_artifact, run_id, str(path), folder)
+
+    def write_event(self, event: NewEvent, staged: object | None) -> str:
+        if event.new_version:
+            assert isinstance(staged, Staged) and staged.run_id is not None
+            self._ensure_model()
+            mv = self._call("creating the model version", self.client.create_model_version,
+                            self.model, f"runs:/{staged.run_id}/model", run_id=staged.run_id,
+                            tags={"ci_ml.version": str(event.version.version),
+                                  "ci_ml.digest": event.version.digest},
+                            await_creation_for=0)
+        else:
+            mv = self._version_by_number(event.version.version)
+            if isinstance(staged, Staged) and staged.run_id is not None:
+                # Lost a race to register the same model: its run stays unused.
+                self._call("deleting an unused run", self.client.delete_run, staged.run_id)
+        run_id = mv.run_id
+        if isinstance(staged, Staged):
+            for _, (path, sha) in sorted(staged.upload.evidence.items()):
+                self._log(run_id, path, sha, "evidence")
+        name = f"{event.seq:06d}.dsse.json"
+        envelope = self.scratch() / name
+        envelope.write_bytes(event.envelope)
+        self._call("uploading the event", self.client.log_artifact, run_id, str(envelope),
+                   "attestations")
+        self._call("tagging the event", self.client.set_model_version_tag, self.model,
+                   mv.version, f"ci_ml.event.{event.seq:06d}", sha256_bytes(event.envelope))
+        return f"models:/{self.model}/{mv.version}#attestations/{name}"
+
+    def _ensure_model(self) -> None:
+        try:
+            self._call("creating the registered model", self.client.create_registered_model,
+                       self.model, description="Model versions promoted by ci-ml: the signed "
+                       "history is in each version's attestations/ artifacts.")
+        except MlflowException:
+            pass                          # exists
+
+    def publish(self, state: RegistryState) -> None:
+        for stage in STAGES:
+            record = state.current(stage)
+            if record is not None:
+                mv = self._version_by_number(record.version)
+                self._call(f"moving the {stage} alias", self.client.set_registered_model_alias,
+                           self.model, stage, mv.version)
+
+    # ------------------------------------------------------------------ the lock
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        name = self.model + LOCK_SUFFIX
+        holder = f"{os.environ.get('USER', 'ci-ml')}@{socket.gethostname()}:{os.getpid()}"
+        deadline = time.monotonic() + self.lock_timeout_s
+        pause = 0.05
+        while True:
+            try:
+                self._call("taking the lock", self.client.create_registered_model, name,
+                           tags={"ci_ml.lock.holder": holder,
+                                 "ci_ml.lock.created": str(time.time())},
+                           description="ci-ml's registry lock: held while a promotion writes")
+                break
+            except MlflowException:
+                held_by = self._stale_lock(name)
+                if time.monotonic() > deadline:
+                    raise ToolError(f"{self.location}: registry is locked by {held_by} for "
+                                    f"more than {self.lock_timeout_s:.0f}s") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        try:
+            yield
+        finally:
+            try:
+                self._call("releasing the lock", self.client.delete_registered_model, name)
+            except MlflowException:
+                pass
+
+    def _stale_lock(self, name: str) -> str:
+        """Who holds the lock; removes it when its holder has held it past the lease."""
+        try:
+            held = self.client.get_registered_model(name)
+        except MlflowException:
+            return "a writer that just released it"
+        created = float(held.tags.get("ci_ml.lock.created", "0") or 0)
+        if time.time() - created > self.lock_timeout_s:
+            try:
+                self.client.delete_registered_model(name)   # a writer that died
+            except MlflowException:
+                pass
+        return str(held.tags.get("ci_ml.lock.holder", "another writer"))
