@@ -11,7 +11,9 @@
   promote and rollback; ci-ml derives the stages from the verified events, never from
   the aliases.
 - The lock is a registered model ``<model>.ci-ml-lock``: creating a registered model
-  is atomic in MLflow's store (a unique name), so exactly one writer creates it.
+  is atomic in MLflow's store (a unique name), so exactly one writer creates it; it is
+  created and removed by single, never retried requests, and removed only by the
+  writer whose token it carries (or after the lease, when that writer died).
 
 Credentials are MLflow's own (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``).
 """
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -206,44 +210,57 @@ class MlflowBackend(RegistryBackend):
 
     # ------------------------------------------------------------------ the lock
 
+    def _lock_call(self, method: str, endpoint: str, body: dict[str, Any]) -> Any:
+        """One REST call, never retried: a retried DELETE that had already succeeded
+        would remove the next holder's lock (seen under load)."""
+        from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+        creds = MlflowHostCreds(self.uri, username=os.environ.get("MLFLOW_TRACKING_USERNAME"),
+                                password=os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+                                token=os.environ.get("MLFLOW_TRACKING_TOKEN"))
+        args: dict[str, Any] = {"params": body} if method == "GET" else {"json": body}
+        try:
+            return http_request(creds, f"/api/2.0/mlflow/registered-models/{endpoint}", method,
+                                max_retries=0, raise_on_status=False, **args)
+        except (MlflowException, OSError) as exc:
+            raise ToolError(f"{self.location}: the registry lock ({endpoint}) failed: "
+                            f"{type(exc).__name__}") from exc
+
+    def _holder_of(self, name: str) -> dict[str, str] | None:
+        response = self._lock_call("GET", "get", {"name": name})
+        if response.status_code != 200:
+            return None
+        tags = response.json().get("registered_model", {}).get("tags") or []
+        return {str(t.get("key")): str(t.get("value")) for t in tags}
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         name = self.model + LOCK_SUFFIX
+        token = uuid.uuid4().hex
         holder = f"{os.environ.get('USER', 'ci-ml')}@{socket.gethostname()}:{os.getpid()}"
         deadline = time.monotonic() + self.lock_timeout_s
         pause = 0.05
         while True:
-            try:
-                self._call("taking the lock", self.client.create_registered_model, name,
-                           tags={"ci_ml.lock.holder": holder,
-                                 "ci_ml.lock.created": str(time.time())},
-                           description="ci-ml's registry lock: held while a promotion writes")
+            response = self._lock_call("POST", "create", {
+                "name": name, "description": "ci-ml's registry lock: held while a promotion "
+                "writes", "tags": [{"key": "ci_ml.lock.token", "value": token},
+                                   {"key": "ci_ml.lock.holder", "value": holder},
+                                   {"key": "ci_ml.lock.created", "value": str(time.time())}]})
+            if response.status_code == 200:
                 break
-            except MlflowException:
-                held_by = self._stale_lock(name)
-                if time.monotonic() > deadline:
-                    raise ToolError(f"{self.location}: registry is locked by {held_by} for "
-                                    f"more than {self.lock_timeout_s:.0f}s") from None
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+            held = self._holder_of(name)
+            if held is not None and time.time() - float(
+                    held.get("ci_ml.lock.created") or time.time()) > self.lock_timeout_s:
+                self._lock_call("DELETE", "delete", {"name": name})   # a writer that died
+            if time.monotonic() > deadline:
+                who = (held or {}).get("ci_ml.lock.holder", "another writer")
+                raise ToolError(f"{self.location}: registry is locked by {who} for more "
+                                f"than {self.lock_timeout_s:.0f}s")
+            time.sleep(random.uniform(pause / 2, pause))   # noqa: S311 - jitter, not crypto
+            pause = min(pause * 1.5, 1.0)
         try:
             yield
         finally:
-            try:
-                self._call("releasing the lock", self.client.delete_registered_model, name)
-            except MlflowException:
-                pass
-
-    def _stale_lock(self, name: str) -> str:
-        """Who holds the lock; removes it when its holder has held it past the lease."""
-        try:
-            held = self.client.get_registered_model(name)
-        except MlflowException:
-            return "a writer that just released it"
-        created = float(held.tags.get("ci_ml.lock.created", "0") or 0)
-        if time.time() - created > self.lock_timeout_s:
-            try:
-                self.client.delete_registered_model(name)   # a writer that died
-            except MlflowException:
-                pass
-        return str(held.tags.get("ci_ml.lock.holder", "another writer"))
+            held = self._holder_of(name)
+            if held is not None and held.get("ci_ml.lock.token") == token:
+                self._lock_call("DELETE", "delete", {"name": name})
