@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import shutil
 import tempfile
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -361,6 +362,8 @@ class RegistryBackend(ABC):
         """A private directory for downloaded copies, removed by ``close``."""
         if self._scratch_dir is None:
             self._scratch_dir = Path(tempfile.mkdtemp(prefix=f"ci-ml-{self.name}-"))
+            # Removed with the backend (or at exit) even when nobody calls close().
+            weakref.finalize(self, shutil.rmtree, self._scratch_dir, True)
         return self._scratch_dir
 
     def close(self) -> None:
