@@ -3,10 +3,10 @@
 - Each ci-ml version is an MLflow model version of the registered model (tags
   ``ci_ml.version``, ``ci_ml.digest``), whose source is a run (in the experiment
   ``ci-ml/<model>``) holding the model files under ``model/``.
-- Each event's signed envelope is an artifact of its version's run,
-  ``attestations/<seq:06d>.dsse.json``, and a tag of the version,
-  ``ci_ml.event.<seq:06d>`` (the envelope's sha256); the event's evidence is stored
-  under ``evidence/<sha256>`` in the same run.
+- Each event's signed envelope is a tag of its version, ``ci_ml.event.<seq:06d>`` (the
+  envelope itself, or ``artifact:<sha256>`` past MLflow's 100,000-character limit), and
+  an artifact of the version's run, ``attestations/<seq:06d>.dsse.json``; the event's
+  evidence is stored under ``evidence/<sha256>`` in the same run.
 - Stages are the registered model's aliases ``staging`` and ``production``, moved by
   promote and rollback; ci-ml derives the stages from the verified events, never from
   the aliases.
@@ -53,6 +53,7 @@ from ci_ml.registry.interface import (
 
 EVENT_TAG = re.compile(r"^ci_ml\.event\.(\d{6,})$")
 LOCK_SUFFIX = ".ci-ml-lock"
+MAX_TAG_VALUE = 100_000
 
 
 @dataclass(frozen=True)
@@ -112,18 +113,21 @@ class MlflowBackend(RegistryBackend):
         return Path(got)
 
     def read_events(self) -> list[StoredEvent]:
-        slots: list[tuple[int, str, str]] = []
+        slots: list[tuple[int, str, str, str]] = []
         for mv in self._versions():
-            for key in mv.tags:
+            for key, value in mv.tags.items():
                 if (match := EVENT_TAG.match(key)) and mv.run_id:
-                    slots.append((int(match.group(1)), mv.run_id, mv.version))
+                    slots.append((int(match.group(1)), mv.run_id, mv.version, str(value)))
         events = []
-        for seq, run_id, mlflow_version in sorted(slots):
+        for seq, run_id, mlflow_version, value in sorted(slots):
             path = f"attestations/{seq:06d}.dsse.json"
-            try:
-                data = self._download(run_id, path).read_bytes()
-            except RegistryError:
-                data = b""             # tagged but missing: verification names the event
+            if value.startswith("{"):
+                data = value.encode("utf-8")     # the envelope itself: one search reads all
+            else:
+                try:
+                    data = self._download(run_id, path).read_bytes()
+                except RegistryError:
+                    data = b""         # tagged but missing: verification names the event
             events.append(StoredEvent(f"models:/{self.model}/{mlflow_version}#{path}", data))
         return events
 
@@ -188,8 +192,12 @@ class MlflowBackend(RegistryBackend):
         envelope.write_bytes(event.envelope)
         self._call("uploading the event", self.client.log_artifact, run_id, str(envelope),
                    "attestations")
+        # The tag holds the envelope itself when it fits (MLflow allows 100,000 characters),
+        # so reading the history is one search; the artifact is the copy for people.
+        text = event.envelope.decode("utf-8")
+        value = text if len(text) <= MAX_TAG_VALUE else f"artifact:{sha256_bytes(event.envelope)}"
         self._call("tagging the event", self.client.set_model_version_tag, self.model,
-                   mv.version, f"ci_ml.event.{event.seq:06d}", sha256_bytes(event.envelope))
+                   mv.version, f"ci_ml.event.{event.seq:06d}", value)
         return f"models:/{self.model}/{mv.version}#attestations/{name}"
 
     def _ensure_model(self) -> None:

@@ -48,7 +48,7 @@ class MlflowTamper(Tamper):
         self.client.log_artifact(mv.run_id, str(folder / f"{seq:06d}.dsse.json"),  # type: ignore
                                  "attestations")
         self.client.set_model_version_tag(self.model, mv.version,  # type: ignore[attr-defined]
-                                          f"ci_ml.event.{seq:06d}", "forged")
+                                          f"ci_ml.event.{seq:06d}", envelope.decode())
 
     def replace(self, seq: int, envelope: bytes) -> None:
         mv = dict(self._slots())[seq]
