@@ -76,3 +76,17 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribut
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
     """An MLflow tracking server (SQLite store) on 127.0.0.1, once per test session."""
     yield from start_mlflow(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sarif_files_pass_githubs_rules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, every report.sarif any test wrote (under this session's
+    temporary directories) goes through the SARIF multitool's GitHub rules: one error or
+    warning fails the run."""
+    yield
+    from tests.sarif_multitool import problems
+
+    written = sorted(tmp_path_factory.getbasetemp().rglob("*.sarif"))
+    found = problems(written)
+    assert not found, (f"{len(found)} SARIF problem(s) in {len(written)} file(s):\n"
+                       + "\n".join(found[:40]))
