@@ -200,12 +200,21 @@ class OciBackend(RegistryBackend):
         return response.content, digest
 
     def put_manifest(self, reference: str, body: bytes, media_type: str = MANIFEST) -> str:
-        if media_type == MANIFEST and not self._empty_pushed:
-            self.put_blob(None, EMPTY_BYTES, EMPTY)   # every manifest's config is the empty blob
-            self._empty_pushed = True
-        response = self._request("PUT", f"{self.base}/manifests/{reference}",
-                                 f"pushing {reference}", data=body,
-                                 headers={"Content-Type": media_type})
+        for attempt in range(5):
+            if media_type == MANIFEST and not self._empty_pushed:
+                self.put_blob(None, EMPTY_BYTES, EMPTY)   # every manifest's config is this blob
+                self._empty_pushed = True
+            response = self._request("PUT", f"{self.base}/manifests/{reference}",
+                                     f"pushing {reference}", data=body,
+                                     headers={"Content-Type": media_type})
+            # Writers that push the same blob at once can leave it unreadable for a moment
+            # in distribution's filesystem storage ("blob unknown"): push it again.
+            if response.status_code == 400 and attempt < 4 and b"BLOB_UNKNOWN" in \
+                    response.content.upper().replace(b" ", b"_"):
+                self._empty_pushed = False
+                time.sleep(random.uniform(0.05, 0.3))   # noqa: S311 - jitter, not crypto
+                continue
+            break
         self._check(response, f"pushing {reference}")
         return "sha256:" + sha256_bytes(body)
 
@@ -233,7 +242,7 @@ class OciBackend(RegistryBackend):
             digest, size = "sha256:" + sha256_bytes(data), len(data)
         layer = _descriptor(media_type, digest, size, title)
         head = self._request("HEAD", f"{self.base}/blobs/{digest}", "checking a blob")
-        if head.status_code == 200:
+        if head.status_code == 200 and data != EMPTY_BYTES:
             return layer
         if path is None:
             tmp = self.scratch() / digest.removeprefix("sha256:")
