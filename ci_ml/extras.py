@@ -40,7 +40,13 @@ EXTRAS: dict[str, Extra] = {
     # deploy build validates the model with ONNX Runtime and pins its version in the image.
     "deploy": Extra("deploy", "the model-server image and Kubernetes manifests",
                     ("docker", "kubernetes_validate", *SERVER_MODULES)),
+    # Registry backends on servers (registry.backend); the local directory needs nothing.
+    "oci": Extra("oci", "the OCI registry backend (GHCR, GitLab's registry, distribution)",
+                 ("oras",)),
+    "mlflow": Extra("mlflow", "the MLflow registry backend", ("mlflow",)),
 }
+# Extras that `[all]` leaves out: MLflow's client is large and only its users need it.
+OPT_IN = frozenset({"mlflow"})
 
 
 class MissingExtraError(UsageError):

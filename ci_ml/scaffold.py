@@ -2,7 +2,9 @@
 
 It finds the project's CSV files, picks the train and test split by name,
 guesses (or asks for) the target column, and only writes a file that the
-config schema accepts, so the next command can be ``ci-ml run``.
+config schema accepts, so the next command can be ``ci-ml run``. It also makes
+the key pair that signs the registry's history: the private key git-ignored, the
+public key to commit, both named in the config.
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from pathlib import Path
 
 import yaml
 
+from ci_ml.attest.keys import generate_keypair, load_private_key
 from ci_ml.config import validate
 from ci_ml.errors import InputError, UsageError
 from ci_ml.fsutil import IGNORED_DIRS, atomic_write_text
 from ci_ml.scan.advisory_source import AdvisorySource
+
+KEY_DIR = ".ci-ml/keys"
+SIGNING_KEY = f"{KEY_DIR}/signing.pem"
+VERIFY_KEY = f"{SIGNING_KEY}.pub"
+# Inside the key directory, so that the private key stays out of git whatever the
+# project's own .gitignore says; the public key and this file are committed.
+KEY_GITIGNORE = "# ci-ml: the private signing key never enters git\n*\n!.gitignore\n!*.pub\n"
 
 TARGET_NAMES = ("label", "target", "class", "y", "outcome", "species", "labels")
 AskFn = Callable[[list[str], str], str]
@@ -121,6 +131,14 @@ scan:
     requirements: [requirements.txt]
 {_deps_block(advisory)}  model: {{}}
 
+registry:
+  # Every promotion and rollback is a signed event: the history fails verification if
+  # one is unsigned, altered or missing. The private key is git-ignored: store it as the
+  # CI secret CI_ML_SIGNING_KEY and keep it off shared machines. Commit the public key.
+  signing: required
+  signing_key: {SIGNING_KEY}
+  verify_key: {VERIFY_KEY}
+
 policy:
   staging:
     metrics:
@@ -153,5 +171,24 @@ def init_project(directory: Path, *, target: str | None = None, force: bool = Fa
         raise InputError(f"{train}: no column {target!r}; columns are: {', '.join(columns[:10])}")
     text = render_config(root, train, test, target, len(columns) - 1, advisory)
     validate(yaml.safe_load(text), dest)
+    ensure_signing_keys(root)
     atomic_write_text(dest, text)
     return dest
+
+
+def ensure_signing_keys(root: Path) -> str:
+    """Make the project's signing key pair unless it exists; returns the key id."""
+    private, public = root / SIGNING_KEY, root / VERIFY_KEY
+    (root / KEY_DIR).mkdir(parents=True, exist_ok=True)
+    ignore = root / KEY_DIR / ".gitignore"
+    if not ignore.is_file():
+        atomic_write_text(ignore, KEY_GITIGNORE)
+    if not private.exists():
+        return generate_keypair(private)[1]
+    signer = load_private_key(private)   # re-init: keep the key, restore its public half
+    if not public.exists():
+        atomic_write_text(public, signer.public_pem().decode("ascii"))
+    elif public.read_bytes().strip() != signer.public_pem().strip():
+        raise UsageError(f"{public}: not the public key of {private}; remove one of them "
+                         "(or both, for a new key pair)")
+    return signer.keyid

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.registry.servers import Distribution, Mlflow, start_distribution, start_mlflow
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
 EXAMPLE = FIXTURES / "example"
@@ -62,6 +64,18 @@ def fast_example(example_project: Path) -> Path:
                         "  latency_rounds: 3 ")
     cfg.write_text(text)
     return example_project
+
+
+@pytest.fixture(scope="session")
+def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    """A CNCF distribution registry on 127.0.0.1, once per test session."""
+    yield from start_distribution(tmp_path_factory.mktemp("distribution"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    """An MLflow tracking server (SQLite store) on 127.0.0.1, once per test session."""
+    yield from start_mlflow(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture(scope="session", autouse=True)

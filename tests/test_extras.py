@@ -15,7 +15,8 @@ from tests.conftest import REPO
 
 # Distribution name -> import name, where they differ.
 IMPORT_NAMES = {"torch-pruning": "torch_pruning", "pip-audit": "pip_audit", "zaproxy": "zapv2",
-                "kubernetes-validate": "kubernetes_validate", "prometheus-client": "prometheus_client"}
+                "kubernetes-validate": "kubernetes_validate", "prometheus-client": "prometheus_client",
+                "mlflow-skinny": "mlflow"}
 
 
 def _pyproject() -> dict[str, Any]:
@@ -58,7 +59,7 @@ def test_core_has_no_torch_and_torch_is_a_tested_range_not_a_pin() -> None:
     assert torch.specifier.contains("2.13.0") and torch.specifier.contains("2.14.1")
     assert not torch.specifier.contains("2.15.0")
     (everything,) = project["optional-dependencies"]["all"]
-    assert Requirement(everything).extras == set(EXTRAS)
+    assert Requirement(everything).extras == set(EXTRAS) - extras.OPT_IN
 
 
 def test_a_missing_extra_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

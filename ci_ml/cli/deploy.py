@@ -47,6 +47,10 @@ def deploy_render(stable: int | None, canary: int | None, canary_weight: int | N
     plan = make_plan(config, state, stable=stable, canary=canary,
                      canary_enabled=False if no_canary else None, weight=canary_weight,
                      out_dir=out_dir)
+    if config.section("deploy")["kubernetes"].get("model_from") == "oci":
+        from ci_ml.registry.backends import model_references
+
+        plan = model_references(config, state, plan)
     if plan.note:
         reporter.info(plan.note)
     result = render_to(config, out_dir, plan, validate=not no_validate)

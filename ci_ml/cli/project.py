@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ci_ml.scaffold import init_project
+from ci_ml.scaffold import SIGNING_KEY, VERIFY_KEY, init_project
 from ci_ml.scan.advisory_source import choose_source
 
 
@@ -29,6 +29,8 @@ def init(directory: Path, target: str | None, force: bool) -> None:
     click.echo(f"wrote {path}; next: ci-ml run --config {path}")
     click.echo(f"dependency audit: {advisory.description}",
                err=not advisory.reachable)
+    click.echo(f"registry signing key: {SIGNING_KEY} (git-ignored: store it as the CI secret "
+               f"CI_ML_SIGNING_KEY), public key {VERIFY_KEY} (commit it)")
 
 
 COMMANDS = (init,)

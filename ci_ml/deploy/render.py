@@ -41,6 +41,7 @@ class Workload:
     image: str
     replicas: int
     resource: str
+    model_ref: str | None = None    # HOST/REPO@sha256:... when the model is pulled from OCI
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _context(config: Config, plan: RenderPlan) -> dict[str, Any]:
         "target_cpu_percent": int(k8s["target_cpu_percent"]),
         "allow_from_namespaces": list(k8s["allow_from_namespaces"]),
         "ingress": dict(k8s["ingress"]), "stable": plan.stable,
-        "canary_weight": plan.weight,
+        "canary_weight": plan.weight, "puller_image": str(k8s.get("puller_image", "")),
     }
 
 

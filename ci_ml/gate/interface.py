@@ -124,6 +124,12 @@ class Evidence:
     # rolled back): production admits only what passed staging.
     passed: Mapping[str, frozenset[str]] = field(default_factory=dict)
     prune_report: Mapping[str, Any] | None = None
+    # The registry's history: why it failed verification (None: it verified), whether its
+    # events must be signed ("required") or signing was opted out of ("off"), and how
+    # many of its events are unsigned.
+    registry_problem: str | None = None
+    registry_signing: str = "required"
+    registry_unsigned: int = 0
 
 
 @dataclass(frozen=True)

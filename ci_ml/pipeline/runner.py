@@ -23,7 +23,7 @@ from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
 from ci_ml.extras import require
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
-from ci_ml.pipeline.cache import StepCache
+from ci_ml.pipeline.cache import StepCache, cache_key_from_env, check_cache_dir
 from ci_ml.pipeline.interface import (
     Step,
     StepContext,
@@ -84,6 +84,16 @@ def cache_root(config: Config) -> Path:
     if env:
         return Path(env).resolve()
     return config.resolve(str(config.section("cache")["dir"]))
+
+
+def open_cache(config: Config, reporter: Reporter) -> StepCache:
+    """The step cache, checked before anything runs (a file where the directory should be
+    is bad input), authenticated with the CI secret CI_ML_CACHE_KEY when there is one."""
+    enabled = bool(config.section("cache")["enabled"])
+    root = cache_root(config)
+    if enabled:
+        check_cache_dir(root, "CI_ML_CACHE" if os.environ.get("CI_ML_CACHE") else "cache.dir")
+    return StepCache(root, enabled=enabled, key=cache_key_from_env(), warn=reporter.warn)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -150,7 +160,7 @@ def run_pipeline(
     reporter = reporter or Reporter()
     steps = select_steps(config, only)
     check_out_dir(out_dir)
-    cache = StepCache(cache_root(config), enabled=bool(config.section("cache")["enabled"]))
+    cache = open_cache(config, reporter)
     staging_root = out_dir / STAGING_DIR
     plan = plan_steps(steps, config, out_dir, staging_root, stage, force, cache, reporter)
     # Every step that will really run validates its inputs before any of them runs or
@@ -176,19 +186,25 @@ def run_pipeline(
         for index, step_cls in enumerate(steps, start=1):
             step = step_cls()
             record = _run_one(step, index, total, config, out_dir, staging_root, stage, force,
-                              cache, output_hashes, reporter, plan.inputs.get(step.name))
+                              cache, output_hashes, reporter, plan.inputs.get(step.name),
+                              planned_to_run=step.name in plan.will_run)
             records.append(record)
             output_hashes[step.name] = dict(record.outputs)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
-        _write_manifest(manifest_path, config, stage, records, prev_steps)
+        try:
+            _write_manifest(manifest_path, config, stage, records, prev_steps)
+        except OSError as exc:
+            # A full disk must not hide the error that stopped the run; the atomic write
+            # left the old manifest (or none) in place.
+            reporter.warn(f"{manifest_path}: not updated ({exc.strerror})")
     return RunResult(tuple(records), out_dir, manifest_path)
 
 
 def _run_one(
     step: Step, index: int, total: int, config: Config, out_dir: Path, staging_root: Path,
     stage: str, force: bool, cache: StepCache, output_hashes: Mapping[str, Mapping[str, str]],
-    reporter: Reporter, planned_inputs: StepInputs | None = None,
+    reporter: Reporter, planned_inputs: StepInputs | None = None, planned_to_run: bool = True,
 ) -> StepRecord:
     ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
     if not step.enabled(config):
@@ -202,12 +218,16 @@ def _run_one(
     key = _cache_key(step, key_material, cache, force)
     outputs = step.outputs(config)
     outcome = None if (force or not step.cacheable) else cache.lookup(step.name, key)
+    if outcome is not None and not cache.restore(step.name, key, outputs, ctx.staging):
+        outcome = None      # the entry failed its check (logged): run the step instead
     cached = outcome is not None
     if outcome is not None:
-        cache.restore(step.name, key, outputs, ctx.staging)
         reporter.step_end(index, total, step.name, "cached", time.perf_counter() - started,
                           outcome.summary)
     else:
+        preflight = getattr(step, "preflight", None)
+        if not planned_to_run and callable(preflight):
+            preflight(config)   # planned as cached, so its inputs were not checked yet
         reporter.step_start(index, total, step.name, step.title)
         try:
             outcome = step.run(ctx)

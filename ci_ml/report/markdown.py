@@ -206,6 +206,9 @@ def render_summary(decision: Decision, evidence: Evidence, policy: StagePolicy) 
         facts.append(f"{decision.stage} is empty")
     facts.append(f"{len(decision.rules)} rules, {len(decision.blocking)} blocking")
     lines += [" · ".join(facts), ""]
+    if evidence.registry_signing == "off":
+        lines += ["> ⚠️ **Registry signing is OFF** (`registry.signing: off`): promotions are "
+                  "unsigned and their record can be rewritten without a trace.", ""]
     if decision.blocking:
         lines.append(f"**Blocking ({len(decision.blocking)}):**")
         lines += [f"- `{r.rule}`: {_escape(r.message)}" for r in decision.blocking]

@@ -134,14 +134,21 @@ def ci_project(root: Path, source: Source, *, ci: dict[str, object] | None = Non
     cfg["scan"]["dast"] = {**cfg["scan"].get("dast", {}), "enabled": True}
     cfg["ci"] = {"promote": True, "deploy": False, "zap": False,
                  "source": {"url": source.url, "ref": source.ref}, **(ci or {})}
+    # The public key committed with the project; its private half is the CI secret.
+    keys = repo / "keys"
+    keys.mkdir()
+    shutil.copy(signing_key(root).with_name("signing.pem.pub"), keys / "ci-ml.pub")
+    cfg["registry"] = {"verify_key": "keys/ci-ml.pub"}
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     return repo
 
 
 def signing_key(directory: Path) -> Path:
-    """A fresh ed25519 key made by `ci-ml registry keygen` (PEM, mode 600)."""
+    """The project's ed25519 key, made by `ci-ml registry keygen` (PEM, mode 600) once."""
     key = directory / "signing.pem"
+    if key.is_file():
+        return key
     result = run_cli("registry", "keygen", key)
     assert result.code == 0, result.output
     return key
@@ -255,11 +262,12 @@ def action_placeholders(root: Path) -> list[str]:
 
 
 def run_act(repo: Path, work: Path, source: Source, *, cache: Path, out: Path,
-            tag: str | None = None, secrets: dict[str, str] | None = None) -> ActRun:
+            tag: str | None = None, secrets: dict[str, str] | None = None,
+            registry: str | None = None) -> ActRun:
     """Run the generated workflow as a push (to main, or of ``tag``) in act.
 
-    The model registry is a host directory too (the repository variable
-    CI_ML_REGISTRY), as persistent storage is for a real runner.
+    The model registry is ``registry`` (the repository variable CI_ML_REGISTRY: an
+    oci:// repository), or a host directory, as persistent storage is for a real runner.
     """
     args = [tool("act"), "push", "--json",
             "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode",
@@ -267,7 +275,7 @@ def run_act(repo: Path, work: Path, source: Source, *, cache: Path, out: Path,
             "--defaultbranch", "main",
             # One job at a time: on the host, the jobs share --out and the step cache.
             "--concurrent-jobs", "1",
-            "--var", f"CI_ML_REGISTRY={work / 'registry'}",
+            "--var", f"CI_ML_REGISTRY={registry or work / 'registry'}",
             "--var", f"CI_ML_VENV_CACHE={source.cache}",
             "--env", f"CI_ML_CACHE={cache}", "--env", f"CI_ML_OUT={out}",
             *action_placeholders(work / "placeholders")]
@@ -314,11 +322,13 @@ class GitLabRun:
 
 
 def run_gitlab_ci_local(repo: Path, source: Source, *,
-                        variables: dict[str, str] | None = None) -> GitLabRun:
-    """Run the pipeline; the model registry is a host directory (the CI/CD variable
-    CI_ML_REGISTRY), as persistent storage is for a real runner."""
+                        variables: dict[str, str] | None = None,
+                        registry: str | None = None) -> GitLabRun:
+    """Run the pipeline; the model registry is ``registry`` (the CI/CD variable
+    CI_ML_REGISTRY: an oci:// repository), or a host directory, as persistent storage is
+    for a real runner."""
     args = [tool("gitlab-ci-local"), "--shell-isolation", "--force-shell-executor",
-            "--no-color", "--variable", f"CI_ML_REGISTRY={repo.parent / 'registry'}"]
+            "--no-color", "--variable", f"CI_ML_REGISTRY={registry or repo.parent / 'registry'}"]
     for key, value in {**job_env(source), **(variables or {})}.items():
         args += ["--variable", f"{key}={value}"]
     proc = subprocess.run(args, cwd=repo, capture_output=True, text=True,

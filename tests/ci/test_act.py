@@ -9,6 +9,7 @@ both host directories, as jobs on one self-hosted runner would.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tests.ci.clients import (
     warm_counts,
 )
 from tests.conftest import run_cli
+from tests.registry.servers import Distribution
 
 # One act run serves several tests: keep them on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("act")]
@@ -50,22 +52,28 @@ class Setup:
     work: Path
     source: Source
     cache: Path
+    registry: str       # the OCI repository the pipeline promotes to (the distribution server)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Setup:
+def setup(tmp_path_factory: pytest.TempPathFactory, source: Source,
+          distribution: Distribution) -> Setup:
     work = tmp_path_factory.mktemp("act")
     repo = ci_project(work, source)
     generate(repo, "github")
-    return Setup(repo, work, source, work / "step-cache")
+    return Setup(repo, work, source, work / "step-cache",
+                 f"oci://{distribution.host}/act/{uuid.uuid4().hex[:12]}")
+
+
+def secrets(setup: Setup) -> dict[str, str]:
+    return {"CI_ML_SIGNING_KEY": signing_key(setup.work).read_text()}
 
 
 @pytest.fixture(scope="module")
 def branch_run(setup: Setup) -> ActRun:
     """A push to main with an empty step cache: every step really runs once."""
-    pem = signing_key(setup.work).read_text()
     return run_act(setup.repo, setup.work, setup.source, cache=setup.cache,
-                   out=setup.work / "out-main", secrets={"CI_ML_SIGNING_KEY": pem})
+                   out=setup.work / "out-main", secrets=secrets(setup), registry=setup.registry)
 
 
 def test_every_job_of_a_push_to_main_passes(branch_run: ActRun) -> None:
@@ -118,7 +126,7 @@ def test_a_push_to_main_promotes_to_staging_with_a_signed_attestation(
     promotion = json.loads((setup.work / "out-main" / "promotion.json").read_text())
     assert promotion["stage"] == "staging" and promotion["version"] == 1
     assert promotion["attestation"]["signed"] is True
-    assert Path(promotion["registry"]) == setup.work / "registry"
+    assert promotion["registry"] == setup.registry
     # The key reached ci-ml as a file that is gone after the step; never in the log.
     assert "PRIVATE KEY" not in branch_run.raw
     assert not list((setup.work).glob("act-cache/**/signing.pem"))
@@ -137,7 +145,8 @@ def tag_run(setup: Setup, branch_run: ActRun) -> ActRun:
     """Then a release tag of the same commit: same step cache, same registry."""
     assert branch_run.returncode == 0, branch_run.raw[-4000:]
     return run_act(setup.repo, setup.work, setup.source, cache=setup.cache,
-                   out=setup.work / "out-tag", tag="v1.0.0")
+                   out=setup.work / "out-tag", tag="v1.0.0", secrets=secrets(setup),
+                   registry=setup.registry)
 
 
 def test_a_release_tag_gates_and_promotes_to_production(setup: Setup, tag_run: ActRun) -> None:
@@ -154,7 +163,14 @@ def test_a_release_tag_gates_and_promotes_to_production(setup: Setup, tag_run: A
     # act has no environment approvals: the production promotion runs straight away.
     promotion = json.loads((out / "promotion.json").read_text())
     assert promotion["stage"] == "production" and promotion["version"] == 1
-    assert promotion["attestation"]["signed"] is False  # no key given to this run
+    assert promotion["attestation"]["signed"] is True
+    # The production gate read the staging promotion back from the OCI registry, and
+    # the whole history there verifies with the committed public key.
+    assert "stage.staging" not in decision["blocking"]
+    verified = run_cli("verify", "--config", setup.repo / "ci-ml.yaml", "--head",
+                       promotion["head"], env={"CI_ML_REGISTRY": setup.registry})
+    assert verified.code == 0, verified.output
+    assert "2 event(s)" in verified.stdout
 
 
 def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
@@ -167,8 +183,8 @@ def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Sour
     assert local.code == 0, local.output
     assert f"steps: {len(enabled_steps(repo))} ran, 0 from cache" in local.stdout
 
-    run = run_act(repo, tmp_path, source, cache=cache,
-                  out=tmp_path / "ci-out")
+    run = run_act(repo, tmp_path, source, cache=cache, out=tmp_path / "ci-out",
+                  secrets={"CI_ML_SIGNING_KEY": signing_key(tmp_path).read_text()})
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "success" for job in BRANCH_JOBS}
     for job in BRANCH_JOBS & STEP_JOBS:

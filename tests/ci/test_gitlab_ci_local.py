@@ -8,6 +8,7 @@ repository (--shell-isolation) and hands artifacts from job to job through
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.ci.clients import (
     warm_counts,
 )
 from tests.conftest import run_cli
+from tests.registry.servers import Distribution
 
 # One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
@@ -47,17 +49,20 @@ class Pipeline:
     repo: Path
     source: Source
     run: GitLabRun
+    registry: str       # the OCI repository the pipeline promotes to (the distribution server)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Pipeline:
+def pipeline(tmp_path_factory: pytest.TempPathFactory, source: Source,
+             distribution: Distribution) -> Pipeline:
     """A push to main, each job in its own build directory, nothing shared but artifacts."""
     work = tmp_path_factory.mktemp("gitlab")
     repo = ci_project(work, source)
     generate(repo, "gitlab")
     key = signing_key(work)  # a File variable in GitLab: the job gets its path
+    registry = f"oci://{distribution.host}/gitlab/{uuid.uuid4().hex[:12]}"
     return Pipeline(repo, source, run_gitlab_ci_local(
-        repo, source, variables={"CI_ML_SIGNING_KEY": str(key)}))
+        repo, source, variables={"CI_ML_SIGNING_KEY": str(key)}, registry=registry), registry)
 
 
 def test_every_job_passes(pipeline: Pipeline) -> None:
@@ -110,7 +115,7 @@ def test_a_push_to_main_promotes_the_gated_model_to_staging(pipeline: Pipeline) 
     promotion = json.loads((out / "promotion.json").read_text())
     assert promotion["stage"] == "staging" and promotion["version"] == 1
     assert promotion["attestation"]["signed"] is True
-    assert (pipeline.repo.parent / "registry" / "index.json").is_file()
+    assert promotion["registry"] == pipeline.registry
 
 
 def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeline) -> None:
@@ -119,7 +124,8 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
     promotion is a manual job and waits for a person."""
     assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
     run = run_gitlab_ci_local(pipeline.repo, pipeline.source,
-                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""})
+                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""},
+                              registry=pipeline.registry)
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in STEP_JOBS | {"ci-ml-gate-production"}}
     assert "ci-ml-promote-production" not in run.logs
@@ -130,6 +136,9 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
     dotenv = run.artifacts(pipeline.repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
     assert dotenv.read_text().splitlines() == [
         "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]
+    # The production gate read the staging promotion back from the OCI registry.
+    decision = json.loads((dotenv.parent / "decision.json").read_text())
+    assert {r["rule"]: r["outcome"] for r in decision["rules"]}["stage.staging"] == "pass"
 
 
 def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
@@ -140,7 +149,8 @@ def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Sour
                     env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
     run = run_gitlab_ci_local(repo, source,
-                              variables={"CI_ML_CACHE": str(cache)})
+                              variables={"CI_ML_CACHE": str(cache),
+                                         "CI_ML_SIGNING_KEY": str(signing_key(tmp_path))})
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in JOBS}
     for job in JOBS - {"ci-ml-promote-staging"}:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,36 @@ def test_init_writes_a_valid_commented_config_that_runs(tmp_path: Path) -> None:
     run = run_cli("run", "--out", "out", cwd=root)
     assert run.code == 0, run.output
     assert (root / "out" / "decision.json").is_file()
+    # Signing is on from the start: the first promotion is a signed event.
+    promoted = run_cli("promote", "--stage", "staging", "--out", "out", cwd=root)
+    assert promoted.code == 0, promoted.output
+    assert "signed by sha256:" in promoted.stdout
+    assert run_cli("verify", cwd=root).code == 0
+
+
+def test_init_makes_a_key_pair_whose_private_half_git_ignores(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    result = run_cli("init", str(root))
+    assert result.code == 0, result.output
+    assert "CI_ML_SIGNING_KEY" in result.stdout
+    registry = yaml.safe_load((root / "ci-ml.yaml").read_text())["registry"]
+    assert registry == {"signing": "required", "signing_key": ".ci-ml/keys/signing.pem",
+                        "verify_key": ".ci-ml/keys/signing.pem.pub"}
+    private, public = root / registry["signing_key"], root / registry["verify_key"]
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(private)], cwd=root, check=False)
+    assert ignored.returncode == 0
+    for committed in (public, root / ".ci-ml" / "keys" / ".gitignore"):
+        assert subprocess.run(["git", "check-ignore", "-q", str(committed)], cwd=root,
+                              check=False).returncode == 1
+    key = private.read_bytes()
+    assert run_cli("init", str(root), "--force").code == 0
+    assert private.read_bytes() == key          # a re-init keeps the key
+    public.write_text(public.read_text().replace("A", "B", 1))
+    mismatch = run_cli("init", str(root), "--force")
+    assert mismatch.code == 2 and "not the public key of" in mismatch.stderr
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_render_names_the_image_build_pushed_pinned_by_digest(
     assert image == record["reference"] == f"{record['image']}@{record['repo_digest']}"
     # That digest is the manifest the registry holds, and the engine's image under that tag.
     tag = record["tag"]
-    index = json.loads((project / ".ci-ml" / "registry" / "index.json").read_text())
+    index = json.loads(cli(project, "registry", "list", "--json").stdout)
     assert tag == index["versions"][0]["digest"].removeprefix("sha256:")[:12]
     repo = name.split("/", 1)[1]
     request = urllib.request.Request(

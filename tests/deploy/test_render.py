@@ -68,7 +68,7 @@ def test_renders_stable_and_canary_that_pass_both_validators(project: Path,
     assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
                      "NetworkPolicy", "Ingress"}
     stable, canary = rendered["deployment.yaml"], rendered["deployment-canary.yaml"]
-    idx = json.loads((project / ".ci-ml" / "registry" / "index.json").read_text())
+    idx = json.loads(cli(project, "registry", "list", "--json").stdout)
     # Each track names the image `deploy build` makes of its model: the tag is the model's.
     for doc, version in ((stable, 0), (canary, 1)):
         tag = idx["versions"][version]["digest"].removeprefix("sha256:")[:12]

@@ -150,5 +150,5 @@ def test_concurrent_runs_share_the_cache_safely(fast_example: Path, tmp_path: Pa
     assert keys[0] == keys[1] == keys[2] and len(keys[0]) == 3
     cache = fast_example / ".ci-ml-cache"
     for entry in cache.glob("*/*"):
-        assert (entry / "outcome.json").is_file(), entry
+        assert (entry / "entry.json").is_file(), entry
     assert not list(cache.glob("*/.*")), "temporary cache entries left behind"
