@@ -1,4 +1,5 @@
-"""Classification metrics from predictions: pure numpy, the same for train, evaluate and prune."""
+"""Classification and regression metrics from predictions: pure numpy, the same for train,
+evaluate and prune."""
 
 from __future__ import annotations
 
@@ -43,3 +44,29 @@ def classification_metrics(
     if loss is not None:
         out["loss"] = round(float(loss), 6)
     return out
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray,
+                       sample: int = 500) -> dict[str, Any]:
+    """r2, rmse, mae (and mse as ``loss``) in the target's units, plus up to ``sample``
+    (actual, predicted) pairs for the report's predicted-vs-actual plot."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    err = p - y
+    mse = float(np.mean(err ** 2)) if y.size else 0.0
+    total = float(np.sum((y - y.mean()) ** 2)) if y.size else 0.0
+    # A constant target has no variance to explain: r2 is 1 for a perfect fit, else 0.
+    r2 = 1.0 - float(np.sum(err ** 2)) / total if total > 0 else (1.0 if mse == 0 else 0.0)
+    step = max(1, -(-y.size // sample))
+    return {
+        "r2": round(r2, 6),
+        "rmse": round(float(np.sqrt(mse)), 6),
+        "mae": round(float(np.mean(np.abs(err))), 6) if y.size else 0.0,
+        "loss": round(mse, 6),
+        "max_error": round(float(np.max(np.abs(err))), 6) if y.size else 0.0,
+        "samples": int(y.size),
+        "target_mean": round(float(y.mean()), 6) if y.size else 0.0,
+        "target_std": round(float(y.std()), 6) if y.size else 0.0,
+        "predicted_vs_actual": {"actual": [round(float(v), 6) for v in y[::step]],
+                                "predicted": [round(float(v), 6) for v in p[::step]]},
+    }
