@@ -47,7 +47,7 @@ class DataCheckStep(Step):
         check_inputs(config)
 
     def inputs(self, ctx: StepContext) -> StepInputs:
-        from ci_ml.model.steps import data_files
+        from ci_ml.model.layout import data_files
 
         data = ctx.config.section("data")
         return StepInputs(files=data_files(ctx.config),

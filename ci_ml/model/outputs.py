@@ -23,9 +23,7 @@ from ci_ml.model.card import (
     fields_from_schema,
 )
 from ci_ml.model.export import INPUT_NAME, OUTPUT_NAME
-from ci_ml.model.persist import WEIGHTS, save_model
-from ci_ml.model.run_manifest import build_manifest
-from ci_ml.model.steps import (
+from ci_ml.model.layout import (
     CONFUSION_PNG,
     CURVE_PNG,
     HISTORY,
@@ -35,6 +33,8 @@ from ci_ml.model.steps import (
     RUN_MANIFEST,
     user_code_files,
 )
+from ci_ml.model.persist import WEIGHTS, save_model
+from ci_ml.model.run_manifest import build_manifest
 from ci_ml.model.train import TrainResult, TrainSettings, predict
 from ci_ml.model.zoo import ModelSpec
 
