@@ -64,7 +64,8 @@ def parse_number(value: Any) -> float | None:
     elif isinstance(value, str):
         text = value.strip()
         if not _NUMBER.match(text):
-            raise ValueError(f"expected a number, got {text[:40]!r}")
+            # The value itself stays out of the message: the server sends it back.
+            raise ValueError("expected a number, got a string that is not one")
         out = float(text)
     else:
         raise ValueError(f"expected a number, got {type(value).__name__}")
@@ -82,6 +83,8 @@ def parse_category(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a category, got a non-finite number")
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, str):
         return value.strip()
@@ -104,7 +107,7 @@ def parse_datetime_days(value: Any) -> float | None:
 def parse_datetime(value: Any) -> float | None:
     days = parse_datetime_days(value)
     if days is None and not is_missing(value):
-        raise ValueError(f"expected an ISO date, got {str(value)[:40]!r}")
+        raise ValueError("expected an ISO date (YYYY-MM-DD[THH:MM:SS])")
     return days
 
 
@@ -215,7 +218,7 @@ class Preprocessor:
         for enc in self.fields:
             values = columns[enc.name]
             if enc.kind == CATEGORY:
-                miss, new = _one_hot(enc, values, out[:, col:col + enc.width])
+                miss, new = _one_hot(enc, values, out[:, col:col + enc.width], strict)
                 if new:
                     unseen[enc.name] = new
             else:
@@ -223,7 +226,12 @@ class Preprocessor:
                 if bad:
                     invalid[enc.name] = bad
                 filled = np.where(np.isnan(nums), enc.impute, nums) / enc.scale
-                out[:, col] = ((filled - enc.mean) / enc.std).astype(np.float32)
+                with np.errstate(over="ignore"):
+                    scaled = ((filled - enc.mean) / enc.std).astype(np.float32)
+                if strict and not np.isfinite(scaled).all():
+                    row = int(np.flatnonzero(~np.isfinite(scaled))[0])
+                    raise InvalidValue(enc.name, row, "out of range for the model's float32 input")
+                out[:, col] = scaled
             if miss:
                 missing[enc.name] = miss
             col += enc.width
@@ -254,15 +262,17 @@ def _numbers(enc: FieldEncoder, values: Sequence[Any] | np.ndarray,
     return nums, missing - bad, bad
 
 
-def _one_hot(enc: FieldEncoder, values: Sequence[Any] | np.ndarray,
-             out: np.ndarray) -> tuple[int, dict[str, int]]:
+def _one_hot(enc: FieldEncoder, values: Sequence[Any] | np.ndarray, out: np.ndarray,
+             strict: bool = False) -> tuple[int, dict[str, int]]:
     index = {c: j for j, c in enumerate(enc.categories)}
     missing = 0
     unseen: dict[str, int] = {}
     for i, v in enumerate(values):
         try:
             label = parse_category(v)
-        except ValueError:
+        except ValueError as exc:
+            if strict:
+                raise InvalidValue(enc.name, i, str(exc)) from None
             label = str(v)
         if label is None:
             missing += 1

@@ -189,9 +189,11 @@ def _table(source: DataFile, columns: dict[str, np.ndarray], rows: int,
         if schema.task == REGRESSION:
             try:
                 num = parse_number(v)
-            except ValueError as exc:
+            except ValueError:
                 raise InputError(f"{source.key}: {source.path}: data row {i + 1}: target "
-                                 f"{target!r}: {exc}") from None
+                                 f"{target!r} is not a number: {str(v)[:40]!r} (a regression "
+                                 "target needs numbers; set data.task: classification for "
+                                 "labels)") from None
             if num is None:
                 keep[i] = False
             else:

@@ -43,7 +43,8 @@ from ci_ml.model.card import (
     fields_from_schema,
 )
 from ci_ml.model.command import CommandResult, run_limited
-from ci_ml.model.inference import OnnxModel, Prediction, make_session, score_predictions
+from ci_ml.model.inference import OnnxModel, Prediction, make_session
+from ci_ml.model.metrics import score_predictions
 from ci_ml.model.run_manifest import cpu_model, git_state
 from ci_ml.model.safety import refuse_pickle
 

@@ -22,13 +22,8 @@ from ci_ml.data.loader import DataBundle, Table, load_data
 from ci_ml.errors import InputError
 from ci_ml.fsutil import sha256_file
 from ci_ml.model.card import CARD, WEIGHTS, ModelCard, read_card
-from ci_ml.model.inference import (
-    OnnxModel,
-    Prediction,
-    decode,
-    make_session,
-    score_predictions,
-)
+from ci_ml.model.inference import OnnxModel, Prediction, decode, make_session
+from ci_ml.model.metrics import score_predictions
 from ci_ml.model.safety import refuse_pickle
 
 EVALUATION = "evaluation.json"

@@ -26,10 +26,8 @@ from ci_ml.data.features import (
     parse_category,
     parse_number,
 )
-from ci_ml.data.loader import Table
 from ci_ml.errors import InputError
 from ci_ml.model.card import CLASSIFICATION, InputBinding, ModelCard, read_card
-from ci_ml.model.metrics import classification_metrics, regression_metrics
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64",
              "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
@@ -234,7 +232,14 @@ class OnnxModel:
         if graph_rank == 1:
             arr = arr.reshape(rows)
         if b.dtype in NP_TYPES:
-            arr = arr.astype(NP_TYPES[b.dtype], copy=False)
+            with np.errstate(over="ignore"):
+                cast: np.ndarray = arr.astype(NP_TYPES[b.dtype], copy=False)
+            if strict and cast.dtype.kind == "f" and np.isinf(cast).any() \
+                    and not np.isinf(arr.astype(np.float64)).any():
+                raise InvalidValue(b.fields[0] if len(b.fields) == 1 else b.name,
+                                   int(np.argwhere(np.isinf(cast))[0][0]),
+                                   f"out of range for the model's {b.dtype} input")
+            arr = cast
         return arr, EncodeReport(rows, missing, unseen, invalid)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[Any]:
@@ -318,29 +323,6 @@ def _probabilities(card: ModelCard, raw: Any, rows: int, where: str) -> np.ndarr
     shifted = scores - scores.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return np.asarray(exp / exp.sum(axis=1, keepdims=True))
-
-
-def score_predictions(pred: Prediction, card: ModelCard, table: Table) -> dict[str, Any]:
-    """Metrics of predictions against the split's targets, as metrics.json has them."""
-    if card.task == CLASSIFICATION:
-        index = {c: i for i, c in enumerate(card.classes)}
-        unknown = sorted(set(table.labels) - set(index))
-        if unknown:
-            raise InputError(f"data.test label {unknown[0]!r} is not one of the model's "
-                             f"{len(card.classes)} classes")
-        y = np.array([index[label] for label in table.labels], dtype=np.int64)
-        y_pred = np.array([index.get(label, -1) for label in pred.labels], dtype=np.int64)
-        if (y_pred < 0).any():
-            raise InputError(f"the model predicts a label outside its card's classes "
-                             f"({', '.join(card.classes[:6])})")
-        loss = None
-        if pred.probabilities is not None:
-            p_true = pred.probabilities[np.arange(len(y)), y]
-            loss = float(-np.mean(np.log(np.clip(p_true, 1e-12, 1.0))))
-        return classification_metrics(y, y_pred, card.classes, loss=loss)
-    assert pred.values is not None
-    actual = np.array([float(v) for v in table.labels])
-    return regression_metrics(actual, pred.values)
 
 
 def _category(value: Any, name: str, row: int, strict: bool) -> str | None:

@@ -4,9 +4,16 @@ evaluate and prune."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ci_ml.errors import InputError
+
+if TYPE_CHECKING:
+    from ci_ml.data.loader import Table
+    from ci_ml.model.card import ModelCard
+    from ci_ml.model.inference import Prediction
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -70,3 +77,26 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray,
         "predicted_vs_actual": {"actual": [round(float(v), 6) for v in y[::step]],
                                 "predicted": [round(float(v), 6) for v in p[::step]]},
     }
+
+
+def score_predictions(pred: Prediction, card: ModelCard, table: Table) -> dict[str, Any]:
+    """Metrics of predictions against the split's targets, as metrics.json has them."""
+    if card.task == "classification":
+        index = {c: i for i, c in enumerate(card.classes)}
+        unknown = sorted(set(table.labels) - set(index))
+        if unknown:
+            raise InputError(f"data.test label {unknown[0]!r} is not one of the model's "
+                             f"{len(card.classes)} classes")
+        y = np.array([index[label] for label in table.labels], dtype=np.int64)
+        y_pred = np.array([index.get(label, -1) for label in pred.labels], dtype=np.int64)
+        if (y_pred < 0).any():
+            raise InputError(f"the model predicts a label outside its card's classes "
+                             f"({', '.join(card.classes[:6])})")
+        loss = None
+        if pred.probabilities is not None:
+            p_true = pred.probabilities[np.arange(len(y)), y]
+            loss = float(-np.mean(np.log(np.clip(p_true, 1e-12, 1.0))))
+        return classification_metrics(y, y_pred, card.classes, loss=loss)
+    assert pred.values is not None
+    actual = np.array([float(v) for v in table.labels])
+    return regression_metrics(actual, pred.values)

@@ -39,6 +39,10 @@ class Signature:
     scale: float
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # A tabular model (ci-ml/2: named fields, categories, missing values, regression):
+    # the JSON Schema of one /predict row, and the task.
+    row_schema: dict[str, Any] | None = None
+    task: str = "classification"
 
     @property
     def n_features(self) -> int:
@@ -122,10 +126,20 @@ class ServedModel:
         head = path.read_bytes()[:1]
         if path.suffix in (".pt", ".pth", ".pkl", ".pickle", ".ckpt") or head == _PICKLE_HEAD:
             raise InputError(f"{path}: refusing a pickle-based file; the server loads ONNX only")
+        data_files = sorted(path.parent.glob(path.name + ".data"))
+        self.tabular = tabular_model(path, threads)
+        if self.tabular is not None:
+            # Raw rows in, through the one raw-row -> ONNX path training and evaluate use.
+            self.session = self.tabular.session
+            self.card = Card(self.tabular.card.classes, self.tabular.fields, 1.0, None, None, None)
+            self.signature = tabular_signature(self.tabular)
+            self.sha256 = sha256_of([path, *data_files, path.parent / SPEC])
+            self._mean = self._std = None
+            self._dtype = np.dtype(np.float32)
+            return
         self.card = Card.read(path.parent / SPEC)
         self.session = _session(path, threads)
         self.signature = self._signature()
-        data_files = sorted(path.parent.glob(path.name + ".data"))
         self.sha256 = sha256_of([path, *data_files, path.parent / SPEC])
         n = self.signature.n_features
         mean = np.asarray(self.card.mean, dtype=np.float64) if self.card.mean else None
@@ -214,6 +228,63 @@ class ServedModel:
         probs = exp / exp.sum(axis=1, keepdims=True)
         labels = [self.card.classes[i] for i in probs.argmax(axis=1)]
         return labels, probs
+
+
+def tabular_model(path: Path, threads: int) -> Any:
+    """The model as ``ci_ml.model.inference.OnnxModel`` when its card (ci-ml/2) has more than
+    plain numbers in one matrix: categories, dates, missing values, raw named inputs, or a
+    regression target. None for a numeric classifier, which keeps the numeric fast path."""
+    card_path = path.parent / SPEC
+    try:
+        doc = json.loads(card_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # Card.read reports the problem
+    if not isinstance(doc, dict) or doc.get("format") != "ci-ml/2":
+        return None
+    fields, inputs = doc.get("fields") or [], doc.get("inputs") or []
+    plain = (doc.get("task") == "classification"
+             and all(isinstance(f, dict) and f.get("kind") == "number" and not f.get("nullable")
+                     for f in fields)
+             and len(inputs) == 1 and isinstance(inputs[0], dict) and inputs[0].get("encoded"))
+    if plain:
+        return None
+    from ci_ml.model.card import read_card
+    from ci_ml.model.inference import OnnxModel, make_session
+
+    card = read_card(card_path)
+    return OnnxModel(path, card, session=make_session(path, threads))
+
+
+def tabular_signature(model: Any) -> Signature:
+    """What the OpenAPI document and DAST need to know about a tabular model."""
+    card = model.card
+    props: dict[str, Any] = {}
+    for f in card.fields:
+        if f.kind == "category":
+            schema: dict[str, Any] = {"type": "string", "maxLength": 1024,
+                                      "description": f"one of {len(f.categories)} categories seen "
+                                                     "in training; others are counted as unseen"}
+            if f.categories:
+                schema["example"] = f.categories[0]
+        elif f.kind == "datetime":
+            schema = {"type": "string", "format": "date-time", "maxLength": 64}
+        else:
+            schema = {"type": "number", "format": "double"}
+            if f.low is not None:
+                schema["example"] = f.low
+        schema["nullable"] = True  # a missing value: imputed (numbers) or all-zero (categories)
+        props[f.name] = schema
+    row = {"oneOf": [
+        {"type": "object", "additionalProperties": False, "properties": props},
+        {"type": "array", "minItems": len(card.fields), "maxItems": len(card.fields),
+         "description": "The values in field order: " + ", ".join(card.features[:8])
+                        + (", ..." if len(card.fields) > 8 else "")},
+    ]}
+    first = model.bindings[0]
+    return Signature(input_name=first.name, output_name=card.outputs.scores or "",
+                     sample_shape=(len(card.fields),), dtype="float32", fixed_batch=None,
+                     classes=card.classes, features=card.features, scale=1.0,
+                     row_schema=row, task=card.task)
 
 
 def _session(path: Path, threads: int) -> Any:

@@ -22,6 +22,9 @@ def _nested(shape: tuple[int, ...]) -> dict[str, Any]:
 
 
 def _example(sig: Signature) -> list[Any]:
+    if sig.row_schema is not None:
+        props = sig.row_schema["oneOf"][0]["properties"]
+        return [{name: p.get("example") for name, p in props.items()}]
     flat = [round(m * sig.scale, 4) for m in sig.mean] if sig.mean else [0.0] * sig.n_features
     return [flat]
 
@@ -38,6 +41,8 @@ def build_openapi(sig: Signature, limits: Limits, model_sha256: str, title: str)
                            + (f" ({', '.join(sig.features[:4])}, ...)" if sig.features else "")}
     sample: dict[str, Any] = (flat if len(sig.sample_shape) == 1 else
                               {"oneOf": [_nested(sig.sample_shape), flat]})
+    if sig.row_schema is not None:  # a tabular model: named fields, strings, null
+        sample = sig.row_schema
     json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"},
                                       "example": {"inputs": _example(sig)}}}
     health = {"type": "object", "properties": {"status": {"type": "string"}}}
@@ -85,10 +90,12 @@ def build_openapi(sig: Signature, limits: Limits, model_sha256: str, title: str)
                                           "maxItems": limits.max_batch, "items": sample}},
             },
             "PredictResponse": {
-                "type": "object", "required": ["predictions", "probabilities"],
+                "type": "object",
+                "required": ["predictions", "probabilities"] if sig.classes else ["predictions"],
                 "properties": {
                     "predictions": {"type": "array",
-                                    "items": {"type": "string", "enum": list(sig.classes)}},
+                                    "items": ({"type": "string", "enum": list(sig.classes)}
+                                              if sig.classes else {"type": "number"})},
                     "probabilities": {"type": "array", "items": {
                         "type": "array", "minItems": len(sig.classes),
                         "maxItems": len(sig.classes), "items": {"type": "number"}}},

@@ -32,7 +32,13 @@ from ci_ml.serve.model import ServedModel
 from ci_ml.serve.openapi import build_openapi
 from ci_ml.serve.requestlog import RequestLog
 from ci_ml.serve.settings import ServeSettings
-from ci_ml.serve.validation import RequestError, check_prepared, parse_inputs, parse_json
+from ci_ml.serve.validation import (
+    RequestError,
+    check_prepared,
+    parse_inputs,
+    parse_json,
+    request_rows,
+)
 
 LOG = logging.getLogger("ci_ml.serve")
 
@@ -335,18 +341,21 @@ class Handler(BaseHTTPRequestHandler):
             if server.draining:
                 raise RequestError(503, "shutting down")
             body = self._read_body()
-            raw = parse_inputs(parse_json(body), server.model.signature,
-                               server.settings.limits.max_batch)
-            x = server.model.prepare(raw)
-            check_prepared(x)
-            labels, probs = server.model.predict_prepared(x)
-            if not np.isfinite(probs).all():
-                raise RequestError(422, "the model produced non-finite scores for this input")
-            self.respond(200, {"predictions": labels,
-                               "probabilities": np.round(probs, 6).tolist()})
-            if sampled:
-                entry = {"batch": len(labels), "inputs": raw.tolist(), "predictions": labels,
-                         "confidence": np.round(probs.max(axis=1), 6).tolist()}
+            doc = parse_json(body)
+            if server.model.tabular is not None:
+                entry = self._predict_rows(doc, sampled)
+            else:
+                raw = parse_inputs(doc, server.model.signature, server.settings.limits.max_batch)
+                x = server.model.prepare(raw)
+                check_prepared(x)
+                labels, probs = server.model.predict_prepared(x)
+                if not np.isfinite(probs).all():
+                    raise RequestError(422, "the model produced non-finite scores for this input")
+                self.respond(200, {"predictions": labels,
+                                   "probabilities": np.round(probs, 6).tolist()})
+                if sampled:
+                    entry = {"batch": len(labels), "inputs": raw.tolist(), "predictions": labels,
+                             "confidence": np.round(probs.max(axis=1), 6).tolist()}
         except RequestError as exc:
             status = exc.status
             extra = (("Retry-After", "1"),) if exc.status == 503 else ()
@@ -360,6 +369,39 @@ class Handler(BaseHTTPRequestHandler):
                 "request_id": self.request_id, "status": status,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "model": server.model.sha256[:12], **entry})
+
+    def _predict_rows(self, doc: Any, sampled: bool) -> dict[str, Any]:
+        """A tabular model: raw rows (named fields or lists; strings, numbers, null) through
+        ``ci_ml.model.inference``, the path training and ``ci-ml evaluate`` take."""
+        from ci_ml.errors import InputError
+        from ci_ml.model.inference import RowError
+
+        server = self.server
+        rows = request_rows(doc, server.settings.limits.max_batch)
+        assert server.model.tabular is not None
+        try:
+            pred = server.model.tabular.predict_rows(rows)
+        except RowError as exc:
+            raise RequestError(422, exc.message) from None
+        except InputError as exc:
+            # The graph refused or produced non-finite output for these values: logged, and
+            # answered without the details.
+            LOG.warning("request %s: the model cannot answer: %s", self.request_id, exc.message)
+            raise RequestError(422, "the model cannot answer this input") from None
+        if pred.values is not None:
+            self.respond(200, {"predictions": [float(v) for v in pred.values]})
+        else:
+            probs = pred.probabilities
+            self.respond(200, {"predictions": list(pred.labels),
+                               "probabilities": (np.round(probs, 6).tolist()
+                                                 if probs is not None else None)})
+        if not sampled:
+            return {}
+        entry: dict[str, Any] = {"batch": len(rows), "inputs": rows, "outputs": pred.outputs()}
+        if pred.report is not None and (pred.report.unseen or pred.report.missing
+                                        or pred.report.invalid):
+            entry["encode"] = pred.report.to_json()
+        return entry
 
 
 class RunningServer:

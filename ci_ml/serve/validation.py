@@ -80,6 +80,25 @@ def _flatten(value: Any, shape: tuple[int, ...], out: list[Any], where: str) -> 
         _flatten(v, shape[1:], out, f"{where}[{i}]")
 
 
+def request_rows(doc: Any, max_batch: int) -> list[Any]:
+    """The body's ``inputs`` list, checked: an object with only 'inputs', a non-empty list
+    within the batch limit."""
+    if not isinstance(doc, dict):
+        raise RequestError(422, f"body must be a JSON object with 'inputs', got {_kind(doc)}")
+    extra = sorted(k for k in doc if k != "inputs")
+    if extra:
+        raise RequestError(422, f"{len(extra)} unknown key(s) (expected only 'inputs')")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list):
+        raise RequestError(422, "missing key 'inputs'" if "inputs" not in doc
+                           else f"'inputs' must be a list of samples, got {_kind(inputs)}")
+    if not inputs:
+        raise RequestError(422, "'inputs' is empty")
+    if len(inputs) > max_batch:
+        raise RequestError(413, f"batch of {len(inputs)} samples exceeds the limit of {max_batch}")
+    return inputs
+
+
 def parse_inputs(doc: Any, signature: Signature, max_batch: int) -> np.ndarray:
     """The validated raw features as a (batch, n_features) float64 array."""
     if not isinstance(doc, dict):
