@@ -221,7 +221,7 @@ data:
   train: {rel(train)}{split_note}
   test: {rel(test)}
   target: {target}               # the column to predict
-  task: {schema.task}          # inferred from the target: classification | regression
+  task: {schema.task:<22} # inferred from the target: classification | regression
   # features: [a, b, c]          # default: every column but the target and identifiers
   #                              # ({len(schema.features)} here: {summary}){id_note}
   normalize: standard            # z-score numbers with the training split's mean/std (kept with the model)
@@ -239,8 +239,10 @@ train:
   # command: [python, train.py]  # or train with your own script (it leaves model.onnx)
 
 prune:
-  enabled: true
-  max_accuracy_drop: 1.0         # percentage points the pruned model may lose
+  # A small MLP on tabular data runs in microseconds: pruning it measured no real speedup
+  # (1.2x at batch 1 on the Palmer penguins). The model is exported to ONNX either way.
+  enabled: false
+  max_accuracy_drop: 1.0         # percentage points a pruned model may lose
 
 scan:
   code:

@@ -114,6 +114,27 @@ def prune_plot(report: Mapping[str, Any] | None) -> str | None:
     return _png(fig)
 
 
+def predicted_plot(metrics: Mapping[str, Any]) -> str | None:
+    """A regression candidate's test predictions against the truth (metrics.json's sample)."""
+    pairs = metrics.get("predicted_vs_actual")
+    if not isinstance(pairs, Mapping):
+        return None
+    actual = [v for v in pairs.get("actual", ()) if isinstance(v, int | float)]
+    predicted = [v for v in pairs.get("predicted", ()) if isinstance(v, int | float)]
+    if not actual or len(actual) != len(predicted):
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(actual, predicted, s=10, alpha=0.6)
+    low, high = min(actual + predicted), max(actual + predicted)
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title("Candidate: predicted vs actual (test set)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def findings_plot(decision: Decision, evidence: Evidence) -> str | None:
     if not evidence.scans:
         return None
@@ -165,5 +186,6 @@ def render_html(decision: Decision, evidence: Evidence, policy: StagePolicy,
         rules=decision.rules, metrics=metrics, production=prod, scans=scans, waivers=waivers,
         plots={"history": history_plot(history, policy),
                "prune": prune_plot(evidence.prune_report),
+               "predicted": predicted_plot(evidence.metrics),
                "findings": findings_plot(decision, evidence)},
     )
