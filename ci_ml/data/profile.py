@@ -191,9 +191,10 @@ class ColumnProfiler:
         import pyarrow.compute as pc
 
         assert self.ref is not None
-        known = pc.fill_null(pc.is_in(arr, value_set=pa.array(sorted(self.ref.categories))),
-                             True)
-        new = int(present - (pc.sum(known).as_py() or 0) + arr.null_count)
+        # A missing value is not a new category (is_in says False for null).
+        known = pc.or_(pc.is_in(arr, value_set=pa.array(sorted(self.ref.categories))),
+                       pc.is_null(arr))
+        new = int(len(arr) - (pc.sum(known).as_py() or 0))
         if new:
             self.unseen += new
             if len(self.unseen_values) < 20:

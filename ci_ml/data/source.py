@@ -210,12 +210,13 @@ def _csv_batches(data: DataFile, wanted: list[str], block_bytes: int) -> Iterato
         for batch in reader:
             arrays = []
             for name, arr in zip(batch.schema.names, batch.columns, strict=True):
-                longest = pc.max(pc.binary_length(arr)).as_py()
+                lengths = pc.binary_length(arr)
+                longest = pc.max(lengths).as_py()
                 if longest is not None and longest > MAX_FIELD_BYTES:
+                    row = rows_seen + pc.index(lengths, longest).as_py() + 1
                     raise _fail(data.key, data.path,
-                                f"column {name!r} has a field of {longest} bytes, more than "
-                                f"the {MAX_FIELD_BYTES}-byte limit (near data row "
-                                f"{rows_seen + 1})")
+                                f"data row {row}: column {name!r} has a field of {longest} "
+                                f"bytes, more than the {MAX_FIELD_BYTES}-byte limit")
                 arrays.append(pc.utf8_trim_whitespace(arr))
             rows_seen += batch.num_rows
             # Blank-only values are missing too ("  " trims to "").
@@ -251,6 +252,9 @@ def _csv_error(data: DataFile, exc: BaseException, bad_rows: list[Any], rows_see
 def locate_ragged_line(data: DataFile) -> int | None:
     """The 1-based line of the first row whose field count differs from the header's."""
     n = len(data.columns)
+    # Only on the error path: a field past the csv module's limit is not what we look for.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(BLOCK_BYTES * 4)
     try:
         with open(data.path, newline="", encoding=data.encoding, errors="replace") as fh:
             reader = csv.reader(fh, delimiter=data.delimiter)
@@ -260,6 +264,8 @@ def locate_ragged_line(data: DataFile) -> int | None:
                     return reader.line_num
     except (OSError, csv.Error):
         return None
+    finally:
+        csv.field_size_limit(limit)
     return None
 
 
