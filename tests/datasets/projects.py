@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, run_cli
+from tests.conftest import FIXTURES, CliResult, run_cli
+
+SKLEARN_EXAMPLE = FIXTURES / "sklearn-example"
 
 
 def shipped(package: str, *parts: str) -> Path:
@@ -125,3 +127,31 @@ def hitters(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture(scope="session")
 def cars(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return shared(tmp_path_factory.getbasetemp(), CARS)
+
+
+def copy_example(dest: Path) -> Path:
+    """A private copy of fixtures/sklearn-example (it audits ../advisories like the example)."""
+    shutil.copytree(SKLEARN_EXAMPLE, dest, ignore=shutil.ignore_patterns(
+        ".ci-ml-cache", "ci-ml-out", "__pycache__"))
+    link = dest.parent / "advisories"
+    if not link.exists():
+        link.symlink_to(FIXTURES / "advisories", target_is_directory=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CliResult]:
+    """The sklearn example through `ci-ml run`, once per session (shared by xdist workers)."""
+    base = tmp_path_factory.getbasetemp()
+    top = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = top / "sklearn-example" / "project"
+    with open(top / "sklearn-example.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = root.parent / "run.json"
+        if not record.is_file():
+            shutil.rmtree(root.parent, ignore_errors=True)
+            root.parent.mkdir(parents=True)
+            copy_example(root)
+            result = run_cli("run", cwd=root)
+            record.write_text(json.dumps([result.code, result.stdout, result.stderr]))
+        return root, CliResult(*json.loads(record.read_text()))

@@ -7,9 +7,7 @@ leaves no model, leaves a model with the wrong inputs, or hangs past train.timeo
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -17,39 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import FIXTURES, CliResult, run_cli
+from tests.conftest import CliResult, run_cli
+from tests.datasets.projects import copy_example, example_run  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train-command")]
-SKLEARN_EXAMPLE = FIXTURES / "sklearn-example"
-
-
-def copy_example(dest: Path) -> Path:
-    shutil.copytree(SKLEARN_EXAMPLE, dest, ignore=shutil.ignore_patterns(
-        ".ci-ml-cache", "ci-ml-out", "__pycache__"))
-    link = dest.parent / "advisories"
-    if not link.exists():
-        link.symlink_to(FIXTURES / "advisories", target_is_directory=True)
-    return dest
-
-
-@pytest.fixture(scope="session")
-def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CliResult]:
-    """The sklearn example through `ci-ml run`, once per session (shared by xdist workers)."""
-    base = tmp_path_factory.getbasetemp()
-    top = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    root = top / "sklearn-example" / "project"
-    with open(top / "sklearn-example.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        record = root.parent / "run.json"
-        if not record.is_file():
-            shutil.rmtree(root.parent, ignore_errors=True)
-            root.parent.mkdir(parents=True)
-            copy_example(root)
-            result = run_cli("run", cwd=root)
-            record.write_text(json.dumps([result.code, result.stdout, result.stderr]))
-        return root, CliResult(*json.loads(record.read_text()))
-
-
 def test_sklearn_example_runs_through_the_whole_pipeline(example_run: tuple[Path, CliResult]
                                                          ) -> None:
     root, result = example_run
@@ -176,7 +145,6 @@ def test_bad_train_command(tmp_path: Path, script: str, code: int, expected: str
 
 
 WRONG_INPUTS = '''
-import os
 from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
