@@ -118,6 +118,12 @@ class ColumnProfiler:
             self._numbers(values)
             self._count(arr, present)
             return
+        nums_all = _all_numbers(arr)
+        if nums_all is not None:  # the common case, without a regex over every value
+            self.numeric_like += present
+            self._numbers(nums_all)
+            self._count(arr, present)
+            return
         is_num = pc.match_substring_regex(arr, NUMBER_RE)
         n_num = pc.sum(is_num).as_py() or 0
         self.numeric_like += n_num
@@ -176,6 +182,11 @@ class ColumnProfiler:
         import pyarrow.compute as pc
 
         counted = pc.value_counts(arr.drop_null())
+        if len(counted) + len(self.counts) > 4 * self.cap:
+            # Far past the cap in one batch (a key or a continuous number): no merging.
+            self.ratio_at_cap = len(counted) / max(present, 1)
+            self.counts = None
+            return
         vals = counted.field("values").to_pylist()
         ns = counted.field("counts").to_pylist()
         counts = self.counts
@@ -230,6 +241,22 @@ class ColumnProfiler:
         )
 
 
+def _all_numbers(arr: pa.Array) -> np.ndarray | None:
+    """The present values as float64 if every one of them is a plain decimal number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = arr.drop_null()
+    try:
+        values = pc.cast(present, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    out = values.to_numpy(zero_copy_only=False)
+    if not np.isfinite(out).all():
+        return None  # "inf"/"nan" words: the regex decides (they are not numbers to us)
+    return out
+
+
 def _key(value: Any) -> str:
     if isinstance(value, float):
         return repr(int(value)) if value.is_integer() else repr(value)
@@ -270,23 +297,49 @@ def profile_batches(batches: Iterable[pa.RecordBatch], columns: Sequence[str], *
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
+_POWERS = np.ones(1, dtype=np.uint64)
+
+
+def _powers(n: int) -> np.ndarray:
+    """1, M, M^2, ... (mod 2^64: uint64 products wrap) for byte positions within a string."""
+    global _POWERS
+    if _POWERS.size < n:
+        with np.errstate(over="ignore"):
+            _POWERS = np.concatenate([np.ones(1, dtype=np.uint64),
+                                      np.cumprod(np.full(n - 1, _MIX, dtype=np.uint64))])
+    return _POWERS[:n]
+
+
 def _string_hashes(arr: pa.Array) -> np.ndarray:
-    """A stable 64-bit hash per string value (null -> a fixed value), via its dictionary."""
-    import zlib
+    """A stable 64-bit hash per string value (null -> a fixed value), vectorized over the
+    array's own buffers: sum of byte * M^position, mixed with the length."""
+    import pyarrow as pa
 
-    import pyarrow.compute as pc
-
-    encoded = pc.dictionary_encode(arr)
-    words = encoded.dictionary.to_pylist()
-    table = np.fromiter(((zlib.crc32(w.encode()) << 32) | zlib.adler32(w.encode())
-                         for w in words), dtype=np.uint64, count=len(words))
-    idx = encoded.indices.to_numpy(zero_copy_only=False)
-    if encoded.null_count:
-        valid = ~np.asarray(encoded.is_null().to_numpy(zero_copy_only=False))
-        out = np.full(len(arr), np.uint64(0x5BD1E995), dtype=np.uint64)
-        out[valid] = table[idx[valid].astype(np.int64)]
-        return out
-    return table[idx.astype(np.int64)]
+    arr = arr.cast(pa.string()) if not pa.types.is_string(arr.type) else arr
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1 + arr.offset)[
+        arr.offset:]
+    data_buf = arr.buffers()[2]
+    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
+            else np.empty(0, np.uint8))
+    start, stop = int(offsets[0]), int(offsets[-1])
+    lengths = np.diff(offsets).astype(np.int64)
+    out = lengths.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    if stop > start:
+        owner = np.repeat(np.arange(n), lengths)
+        position = np.arange(stop - start) - (offsets[:-1] - start).astype(np.int64)[owner]
+        with np.errstate(over="ignore"):
+            terms = (data[start:stop].astype(np.uint64) + np.uint64(1)) * \
+                _powers(int(lengths.max()))[position]
+            sums = np.zeros(n, dtype=np.uint64)
+            # Segment sums; empty strings hold no bytes, so segments start at non-empty ones.
+            nonempty = lengths > 0
+            sums[nonempty] = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
+            out ^= sums
+    if arr.null_count:
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))
+        out[~valid] = np.uint64(0x5BD1E995)
+    return out
 
 
 def row_hashes(batch: pa.RecordBatch) -> np.ndarray:
