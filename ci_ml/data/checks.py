@@ -379,6 +379,8 @@ def _column_table(schema: DataSchema, train: _Pass, test: _Pass) -> dict[str, di
         row: dict[str, Any] = {"kind": c.kind, "role": c.role}
         if c.reason:
             row["reason"] = c.reason
+        if c.note:
+            row["note"] = c.note
         for split, run in (("train", train), ("test", test)):
             p = run.profiles.get(c.name)
             if p is None:

@@ -101,8 +101,8 @@ def _torch_predict(path: Path, config: Config, bundle: DataBundle) -> tuple[
 def fits(card: ModelCard, table: Table) -> None:
     missing = sorted(set(card.features) - set(table.columns))
     if missing:
-        raise InputError(f"data.test {table.path.name} does not fit the model's fields "
-                         f"({len(card.features)} fields; the data lacks {missing[0]!r})")
+        raise InputError(f"data.test {table.path.name} does not fit the model's features "
+                         f"({len(card.features)} columns; the data lacks {missing[0]!r})")
 
 
 def evaluate_path(path: Path, config: Config) -> dict[str, Any]:

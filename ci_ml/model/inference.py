@@ -121,7 +121,7 @@ def make_session(path: Path, threads: int = 1) -> Any:
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind classes, not a common base
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"{path}: not a loadable ONNX model ({first})") from exc
+        raise InputError(f"{path}: not a valid ONNX model ({first})") from exc
 
 
 class OnnxModel:
