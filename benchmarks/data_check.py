@@ -93,7 +93,7 @@ def generate(path: Path, rows: int, seed: int, shift: float = 0.0) -> None:
         start = seed * 10**9
         for begin in range(0, rows, chunk):
             n = min(chunk, rows - begin)
-            def gaps(values: np.ndarray, share: float) -> pa.Array:
+            def gaps(values: np.ndarray, share: float, n: int = n) -> pa.Array:
                 return pa.array(values, mask=rng.random(n) < share)
             x1 = rng.normal(shift, 1.0, n)
             cols = {

@@ -19,8 +19,8 @@ from tests.conftest import CliResult, run_cli
 from tests.datasets.projects import copy_example, example_run  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train-command")]
-def test_sklearn_example_runs_through_the_whole_pipeline(example_run: tuple[Path, CliResult]
-                                                         ) -> None:
+def test_sklearn_example_runs_through_the_whole_pipeline(
+        example_run: tuple[Path, CliResult]) -> None:  # noqa: F811 - the fixture
     root, result = example_run
     assert result.code == 0, result.output
     assert "decision: PASS for staging" in result.stdout
@@ -46,7 +46,7 @@ def test_sklearn_example_runs_through_the_whole_pipeline(example_run: tuple[Path
     assert scans["model"]["targets"] == ["model", "pruned"]   # the team's ONNX model, scanned
 
 
-def test_cached_on_the_declared_code(example_run: tuple[Path, CliResult],
+def test_cached_on_the_declared_code(example_run: tuple[Path, CliResult],  # noqa: F811
                                      tmp_path: Path) -> None:
     root = tmp_path / "project"
     shutil.copytree(example_run[0], root, symlinks=True)
