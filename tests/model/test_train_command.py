@@ -215,3 +215,34 @@ def test_the_script_gets_no_ci_ml_secrets(tmp_path: Path) -> None:
     assert seen["CI_ML_TARGET"] == "species" and seen["CI_ML_SEED"] == "0"
     assert json.loads(seen["CI_ML_FEATURES"])[0] == "island"
     assert Path(seen["CI_ML_TRAIN_DATA"]).is_absolute()
+
+
+ESCAPES = '''
+import os
+from pathlib import Path
+import onnx
+from onnx import TensorProto, helper
+
+# A weight whose bytes live "outside": a loader would read any file of the machine.
+weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
+weight.ClearField("float_data")
+weight.data_location = TensorProto.EXTERNAL
+for key, value in (("location", "../../../../../../etc/hostname"), ("offset", "0"),
+                   ("length", "4")):
+    entry = weight.external_data.add()
+    entry.key, entry.value = key, value
+graph = helper.make_graph(
+    [helper.make_node("Mul", ["year", "w"], ["score"])], "escape",
+    [helper.make_tensor_value_info("year", TensorProto.FLOAT, [None, 1])],
+    [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])], [weight])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+(Path(os.environ["CI_ML_OUTPUT_DIR"]) / "model.onnx").write_bytes(model.SerializeToString())
+'''
+
+
+def test_external_data_outside_the_output_dir_is_refused(tmp_path: Path) -> None:
+    root, result = _bad(tmp_path, ESCAPES)
+    assert result.code == 2, result.output
+    assert "external data '../../../../../../etc/hostname' is not a file beside the model" \
+        in _one_error(result)
+    _nothing_of_train(root)
