@@ -65,6 +65,7 @@ class BuiltImage:
 SERVER_MODULES = ("data/__init__.py", "data/features.py", "data/source.py", "model/__init__.py",
                   "model/card.py", "model/inference.py", "model/metrics.py")
 
+
 def image_spec(section: Mapping[str, Any], project: str, model: Path, model_sha256: str,
                name: str | None = None, tag: str | None = None) -> ImageSpec:
     return ImageSpec(name=name or section.get("image") or f"ci-ml/{project.lower()}",
