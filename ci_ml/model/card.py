@@ -228,27 +228,34 @@ class ModelCard:
             raise ValueError("target_scale.std must be a positive number")
 
 
-def _from_v1(data: Mapping[str, Any]) -> ModelCard:
-    spec = dict(data["spec"]) if data.get("spec") else None
-    classes = tuple(str(c) for c in data["classes"])
-    scale = float(data.get("scale", 1.0))
-    mean, std = data.get("mean"), data.get("std")
-    shape = tuple(int(v) for v in (spec or {}).get("input_shape") or ())
-    n = math.prod(shape) if shape else len(data.get("features") or ())
-    names = tuple(str(f) for f in data.get("features") or ()) or tuple(f"x{i}" for i in range(n))
+def numeric_card(spec_json: Mapping[str, Any] | None, classes: Sequence[str],
+                 features: Sequence[str], scale: float = 1.0,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 impute: float = 0.0) -> ModelCard:
+    """A zoo classifier over numeric features only: the ci-ml/1 model, as a v2 card."""
+    shape = tuple(int(v) for v in (spec_json or {}).get("input_shape") or ())
+    n = math.prod(shape) if shape else len(features)
+    names = tuple(str(f) for f in features) or tuple(f"x{i}" for i in range(n))
     encoders = tuple(
-        FieldEncoder(name, NUMBER, impute=0.0, scale=scale,
+        FieldEncoder(name, NUMBER, impute=impute, scale=scale,
                      mean=float(mean[i]) if mean else 0.0, std=float(std[i]) if std else 1.0)
         for i, name in enumerate(names))
     card = ModelCard(
-        task=CLASSIFICATION, classes=classes,
+        task=CLASSIFICATION, classes=tuple(str(c) for c in classes),
         fields=tuple(Field(n_, NUMBER, nullable=False) for n_ in names),
         inputs=(InputBinding("input", "float32", names, True, shape or (len(names),)),),
-        preprocessing=Preprocessor(encoders), spec_json=spec, scale=scale,
+        preprocessing=Preprocessor(encoders),
+        spec_json=dict(spec_json) if spec_json else None, scale=scale,
         mean=tuple(float(v) for v in mean) if mean else None,
         std=tuple(float(v) for v in std) if std else None, reference=None)
     card.validate()
     return card
+
+
+def _from_v1(data: Mapping[str, Any]) -> ModelCard:
+    # v1 filled a missing value with 0 after scaling: the same, as an imputation of 0.
+    return numeric_card(data.get("spec"), data["classes"], data.get("features") or (),
+                        float(data.get("scale", 1.0)), data.get("mean"), data.get("std"))
 
 
 def read_card(path: Path) -> ModelCard:
