@@ -76,7 +76,8 @@ print(len(train) + len(test), dup, overlap)
 
 def generate(path: Path, rows: int, seed: int, shift: float = 0.0) -> None:
     """Write ``rows`` rows in chunks with pyarrow's CSV writer (the generator's memory is
-    one chunk)."""
+    one chunk). The string columns are drawn once and shuffled per chunk (drawing them is
+    the slow part); the numbers are drawn fresh for every chunk."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -85,16 +86,26 @@ def generate(path: Path, rows: int, seed: int, shift: float = 0.0) -> None:
     cats_a = np.array(["red", "green", "blue", "amber"])
     cats_b = np.array([f"store-{i:02d}" for i in range(40)])
     cats_c = np.array(["online", "retail", "wholesale", "partner", "internal", "other"])
-    with pcsv.CSVWriter(path, pa.schema([
-            ("id", pa.int64()), ("x1", pa.float64()), ("x2", pa.float64()), ("x3", pa.float64()),
-            ("x4", pa.float64()), ("n1", pa.int64()), ("n2", pa.int64()), ("colour", pa.string()),
-            ("store", pa.string()), ("channel", pa.string()), ("date", pa.string()),
-            ("label", pa.string())])) as writer:
+
+    def gaps(values: np.ndarray, share: float) -> pa.Array:
+        return pa.array(values, mask=rng.random(len(values)) < share)
+
+    strings = {
+        "colour": gaps(cats_a[rng.integers(0, 4, chunk)], 0.01),
+        "store": gaps(cats_b[rng.integers(0, 40, chunk)], 0.01),
+        "channel": gaps(cats_c[rng.integers(0, 6, chunk)], 0.01),
+        "date": pa.array((np.datetime64("2024-01-01") + rng.integers(0, 700, chunk)).astype(str)),
+    }
+    schema = pa.schema([
+        ("id", pa.int64()), ("x1", pa.float64()), ("x2", pa.float64()), ("x3", pa.float64()),
+        ("x4", pa.float64()), ("n1", pa.int64()), ("n2", pa.int64()), ("colour", pa.string()),
+        ("store", pa.string()), ("channel", pa.string()), ("date", pa.string()),
+        ("label", pa.string())])
+    with pcsv.CSVWriter(path, schema) as writer:
         start = seed * 10**9
         for begin in range(0, rows, chunk):
             n = min(chunk, rows - begin)
-            def gaps(values: np.ndarray, share: float, n: int = n) -> pa.Array:
-                return pa.array(values, mask=rng.random(n) < share)
+            pick = pa.array(rng.permutation(chunk)[:n])
             x1 = rng.normal(shift, 1.0, n)
             cols = {
                 "id": pa.array(np.arange(start + begin, start + begin + n)),
@@ -104,14 +115,10 @@ def generate(path: Path, rows: int, seed: int, shift: float = 0.0) -> None:
                 "x4": gaps(np.round(rng.normal(100, 15, n), 2), 0.02),
                 "n1": gaps(rng.integers(0, 1000, n), 0.02),
                 "n2": gaps(rng.poisson(3, n), 0.02),
-                "colour": gaps(cats_a[rng.integers(0, 4, n)], 0.01),
-                "store": gaps(cats_b[rng.integers(0, 40, n)], 0.01),
-                "channel": gaps(cats_c[rng.integers(0, 6, n)], 0.01),
-                "date": pa.array((np.datetime64("2024-01-01") + rng.integers(0, 700, n))
-                                 .astype(str)),
+                **{k: v.take(pick) for k, v in strings.items()},
                 "label": pa.array(np.where(x1 + rng.normal(0, 1, n) > 0, "yes", "no")),
             }
-            writer.write(pa.RecordBatch.from_pydict(cols))
+            writer.write(pa.RecordBatch.from_pydict(cols, schema=schema))
 
 
 def run_child(argv: list[str], cwd: Path) -> tuple[float, float, int, str]:
