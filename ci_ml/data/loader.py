@@ -279,10 +279,11 @@ def load_data(config: Config) -> DataBundle:
     shape_cfg = config.section("model").get("input_shape")
     input_shape = tuple(int(v) for v in shape_cfg) if shape_cfg else (prep.width,)
     if math.prod(input_shape) != prep.width:
+        encoded = any(f.kind == CATEGORY for f in prep.fields)
         raise InputError(
             f"model.input_shape {list(input_shape)} holds {math.prod(input_shape)} values, "
-            f"but the data has {prep.width} model inputs"
-            + (f" ({len(schema.features)} features, categories one-hot encoded)"
-               if any(f.kind == CATEGORY for f in prep.fields) else " (features)"))
+            + (f"but the data has {prep.width} model inputs ({len(schema.features)} features, "
+               "categories one-hot encoded)" if encoded
+               else f"but the data has {prep.width} features"))
     return DataBundle(train, test, classes, input_shape, schema, prep, task, target_mean,
                       target_std, float(data.get("scale", 1.0)), standardize, profiles)
