@@ -11,6 +11,7 @@ accepts, so the next command can be ``ci-ml run``.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from ci_ml.data.schema import CLASSIFICATION, DataSchema, infer_schema
 from ci_ml.data.source import DataFile, iter_batches, open_data
 from ci_ml.errors import InputError, UsageError
 from ci_ml.fsutil import IGNORED_DIRS, atomic_write_bytes, atomic_write_text
+from ci_ml.scan.advisory_source import AdvisorySource
 
 TARGET_NAMES = ("label", "target", "class", "y", "outcome", "species", "labels")
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -175,6 +177,7 @@ def _policy(task: str, has_reqs: bool) -> str:
     regression:
       accuracy: {{tolerance: 0.02}}  # vs the model now in staging (higher is better)
     findings: {{critical: 0, high: 0}}
+    scanners: {{deps: {{medium: 0}}}}   # a known advisory on a pin blocks (waive it to accept)
     required_scans: {scans}
   production:
     metrics:
@@ -189,6 +192,7 @@ def _policy(task: str, has_reqs: bool) -> str:
     regression:
       rmse: {{tolerance: 0.05, relative: true}}  # at most 5% worse than staging's (lower is better)
     findings: {{critical: 0, high: 0}}
+    scanners: {{deps: {{medium: 0}}}}   # a known advisory on a pin blocks (waive it to accept)
     required_scans: {scans}
   production:
     metrics:
@@ -198,8 +202,20 @@ def _policy(task: str, has_reqs: bool) -> str:
 """
 
 
+def _deps_block(source: AdvisorySource | None) -> str:
+    """scan.deps lines for an advisory source that works where init ran (see advisory_source)."""
+    if source is None or source.kind == "none":
+        note = "# no advisory source answered where `ci-ml init` ran: set one" if source else ""
+        return f"    service: osv                 {note}\n"
+    if source.kind == "mirror":
+        return (f"    advisories: {json.dumps(source.advisories)}   # offline OSV mirror, "
+                "served to pip-audit on loopback\n")
+    url = f"    osv_url: {json.dumps(source.osv_url)}\n" if source.osv_url else ""
+    return "    service: osv                 # the OSV service answered where init ran\n" + url
+
+
 def render_config(root: Path, train: Path, test: Path, target: str, schema: DataSchema,
-                  split_note: str = "") -> str:
+                  split_note: str = "", advisory: AdvisorySource | None = None) -> str:
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     code_paths = [d for d in ("src",) if (root / d).is_dir()] or ["."]
     has_reqs = (root / "requirements.txt").is_file()
@@ -250,7 +266,7 @@ scan:
   deps:
     enabled: {str(has_reqs).lower()}
     requirements: [requirements.txt]
-  model: {{}}
+{_deps_block(advisory)}  model: {{}}
 
 {_policy(schema.task, has_reqs)}"""
 
@@ -258,7 +274,7 @@ scan:
 def init_project(directory: Path, *, target: str | None = None, force: bool = False,
                  ask: AskFn | None = None, confirm: ConfirmFn | None = None,
                  test_size: float = 0.2, seed: int = 0, say: Callable[[str], None] | None = None,
-                 ) -> Path:
+                 advisory: AdvisorySource | None = None) -> Path:
     root = directory.resolve()
     if not root.is_dir():
         raise UsageError(f"{directory}: not a directory")
@@ -301,7 +317,7 @@ def init_project(directory: Path, *, target: str | None = None, force: bool = Fa
         target = _choose_target(read_header(train), target, ask, train)
     try:
         schema = project_schema(train, target)
-        text = render_config(root, train, test, target, schema, split_note)
+        text = render_config(root, train, test, target, schema, split_note, advisory)
         validate(yaml.safe_load(text), dest)
     except BaseException:
         for path in created:  # nothing half-written: the split goes with the config

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ci_ml.scaffold import init_project
+from ci_ml.scan.advisory_source import choose_source
 
 
 @click.command()
@@ -34,9 +35,12 @@ def init(directory: Path, target: str | None, force: bool, test_size: float, see
             return True  # non-interactive (CI, scripts): the split is what init offers
         return bool(click.confirm(question, default=True))
 
+    advisory = choose_source(directory)
     path = init_project(directory, target=target, force=force, ask=ask, confirm=confirm,
-                        test_size=test_size, seed=seed, say=click.echo)
+                        test_size=test_size, seed=seed, say=click.echo, advisory=advisory)
     click.echo(f"wrote {path}; next: ci-ml run --config {path}")
+    click.echo(f"dependency audit: {advisory.description}",
+               err=not advisory.reachable)
 
 
 COMMANDS = (init,)
