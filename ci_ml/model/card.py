@@ -153,9 +153,18 @@ class ModelCard:
         encoded = [b for b in self.inputs if b.encoded]
         return encoded[0].shape if encoded else ()
 
+    @property
+    def tabular(self) -> bool:
+        """More than plain numbers in one matrix: the server takes raw rows for it."""
+        return (self.task != CLASSIFICATION or len(self.inputs) != 1
+                or not self.inputs[0].encoded
+                or any(f.kind != NUMBER or f.nullable for f in self.fields))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "trainer": self.trainer, "task": self.task, "target": self.target,
+            # The server's request decoder (ci_ml.serve.decoders): raw rows, or tensors.
+            "input_format": "rows" if self.tabular else "tensor",
             "classes": list(self.classes),
             "fields": [f.to_json() for f in self.fields],
             "inputs": [b.to_json() for b in self.inputs],
