@@ -12,6 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# ISLP ships the Hitters data set the tests use; its own dependencies (lightning,
+	# lifelines, statsmodels, ...) serve its labs, not its data files: data only.
+	$(BIN)/pip install --quiet --no-deps 'ISLP==0.6.0'
 	touch $@
 
 demo: $(BIN)/.installed

@@ -30,10 +30,13 @@ class Extra:
 
 SERVER_MODULES = ("onnxruntime", "uvicorn", "httptools", "prometheus_client")
 
+DATA_MODULES = ("pyarrow",)
+
 EXTRAS: dict[str, Extra] = {
+    "data": Extra("data", "reading CSV and Parquet data (data check, data infer)", DATA_MODULES),
     "train": Extra("train", "training, pruning, ONNX export and plots",
                    ("torch", "torch_pruning", "safetensors", "onnx", "onnxscript", "onnxruntime",
-                    "matplotlib")),
+                    "matplotlib", *DATA_MODULES)),
     "serve": Extra("serve", "the ONNX Runtime model server (serve, scan dast)", SERVER_MODULES),
     "scan": Extra("scan", "the scanners ci-ml runs (bandit, pip-audit, ONNX checks, the ZAP client)",
                   ("bandit", "pip_audit", "onnx", "zapv2")),

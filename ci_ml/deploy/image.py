@@ -1,6 +1,7 @@
 """The model server's container image: a minimal build context, a rendered Dockerfile, a build.
 
-The context holds only ``ci_ml/__init__.py``, ``ci_ml/errors.py`` and ``ci_ml/serve/``,
+The context holds only ``ci_ml/__init__.py``, ``ci_ml/errors.py``, ``ci_ml/serve/`` and the
+torch-free modules that turn a tabular model's raw rows into its input (``SERVER_MODULES``),
 the model files, pinned onnxruntime and numpy requirements and the server settings, so
 the image carries no torch and no training code. It is built through the docker SDK
 (``network_mode=host``: the only network this machine has) from the base image in
@@ -62,6 +63,11 @@ class BuiltImage:
         return {"image": self.ref, "id": self.id, "size_bytes": self.size_bytes,
                 "model_sha256": self.model_sha256, "repo_digest": self.repo_digest}
 
+# Modules outside serve/ that the server imports for tabular models (raw rows -> ONNX
+# feed, the model card): torch-free, numpy only.
+SERVER_MODULES = ("data/__init__.py", "data/features.py", "data/source.py", "model/__init__.py",
+                  "model/card.py", "model/inference.py", "model/metrics.py")
+
 
 def image_spec(section: Mapping[str, Any], project: str, model: Path, model_digest: str,
                name: str | None = None, tag: str | None = None) -> ImageSpec:
@@ -107,8 +113,9 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
     package = Path(ci_ml.__file__).resolve().parent
     app = rootfs / "opt" / "ci-ml" / "app" / "ci_ml"
     (app / "serve").mkdir(parents=True)
-    for rel in ("__init__.py", "errors.py", "py.typed"):
+    for rel in ("__init__.py", "errors.py", "py.typed", *SERVER_MODULES):
         if (package / rel).is_file():
+            (app / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(package / rel, app / rel)
     for src in sorted((package / "serve").rglob("*.py")):
         dest_file = app / "serve" / src.relative_to(package / "serve")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from torch import nn
 
 from ci_ml.data.loader import DataBundle, Split
 from ci_ml.errors import ConfigError, InputError
-from ci_ml.model.metrics import classification_metrics
+from ci_ml.model.metrics import classification_metrics, regression_metrics
 from ci_ml.model.zoo import ModelSpec, build_model
 
 ProgressFn = Callable[[int, int, str], None]
@@ -139,7 +139,8 @@ def validation_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
         return split, None
     order = np.random.default_rng(seed).permutation(len(split.y))
     val, tr = order[:n_val], order[n_val:]
-    return Split(split.x[tr], split.y[tr]), Split(split.x[val], split.y[val])
+    return (replace(split, x=split.x[tr], y=split.y[tr]),
+            replace(split, x=split.x[val], y=split.y[val]))
 
 
 @torch.no_grad()
@@ -152,10 +153,39 @@ def predict(model: nn.Module, x: np.ndarray,
     return logits.numpy(), logits.argmax(dim=1).numpy()
 
 
+def is_regression(split: Split) -> bool:
+    return split.task == "regression"
+
+
+def loss_fn(outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on class indices; mean squared error on (standardized) float targets."""
+    if y.is_floating_point():
+        return nn.functional.mse_loss(outputs.reshape(-1), y, reduction=reduction)
+    return nn.functional.cross_entropy(outputs, y, reduction=reduction)
+
+
 def evaluate_model(model: nn.Module, split: Split, classes: tuple[str, ...]) -> dict[str, Any]:
+    """The test metrics: classification, or regression in the target's own units."""
     logits, pred = predict(model, split.x)
+    if is_regression(split):
+        out = logits.reshape(len(logits), -1)[:, 0].astype(np.float64)
+        actual = split.target_mean + split.y.astype(np.float64) * split.target_std
+        return regression_metrics(actual, split.target_mean + out * split.target_std)
     loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.y)))
     return classification_metrics(split.y, pred, classes, loss=loss)
+
+
+def monitor_scores(model: nn.Module, split: Split, classes: tuple[str, ...]) -> tuple[float, float]:
+    """(validation loss in training units, accuracy or r2) after an epoch."""
+    logits, _ = predict(model, split.x)
+    if is_regression(split):
+        out = torch.from_numpy(logits.reshape(len(logits), -1)[:, 0].copy())
+        y = torch.from_numpy(split.y)
+        loss = float(nn.functional.mse_loss(out, y))
+        var = float(y.var(unbiased=False)) if len(y) else 0.0
+        return loss, (1.0 - loss / var) if var > 0 else 0.0
+    metrics = evaluate_model(model, split, classes)
+    return float(metrics["loss"]), float(metrics["accuracy"])
 
 
 def check_fits(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> None:
@@ -173,8 +203,9 @@ def check_fits(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> None:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != spec.num_classes:
         shape = list(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(f"model {spec.name!r} outputs shape {shape}, "
-                         f"expected [{spec.num_classes}] class scores")
+        wanted = ("[1] (one value: a regression head)" if spec.task == "regression"
+                  else f"[{spec.num_classes}] class scores")
+        raise InputError(f"model {spec.name!r} outputs shape {shape}, expected {wanted}")
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int = 0,
@@ -210,13 +241,12 @@ def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     for idx, global_size in epoch_batches(len(y), batch_size, generator, rank, world):
         opt.zero_grad(set_to_none=True)
         if world == 1:
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss = loss_fn(model(x[idx]), y[idx])
             weight: float = len(idx)
         else:
             # DDP averages the ranks' gradients: scaled so, the step is the mean over the
             # whole global batch (a rank's share may be one sample short, or empty).
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx], reduction="sum") * (
-                world / global_size)
+            loss = loss_fn(model(x[idx]), y[idx], reduction="sum") * (world / global_size)
             weight = global_size / world
         loss.backward()
         opt.step()
@@ -272,17 +302,18 @@ def fit(model: nn.Module, train: Split, monitor: Split, classes: tuple[str, ...]
             raise diverged(train_loss, epoch)  # every rank saw the same reduced sum
         verdict = CONTINUE
         if group.rank == 0:
-            val = evaluate_model(net, monitor, classes)
-            if not math.isfinite(val["loss"]):
+            val_loss, val_score = monitor_scores(net, monitor, classes)
+            if not math.isfinite(val_loss):
                 verdict = DIVERGED
             else:
-                history.append(EpochStats(epoch, train_loss, val["loss"], val["accuracy"]))
+                history.append(EpochStats(epoch, train_loss, val_loss, val_score))
                 if progress:
-                    progress(epoch, s.epochs, f"loss {train_loss:.4f} val_loss {val['loss']:.4f} "
-                                              f"val_acc {val['accuracy']:.4f}")
+                    score = "val_r2" if is_regression(monitor) else "val_acc"
+                    progress(epoch, s.epochs, f"loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                                              f"{score} {val_score:.4f}")
                 if early_stopping and s.patience is not None:
-                    if val["loss"] < best_loss - s.min_delta:
-                        best_loss, best_epoch, bad_epochs = val["loss"], epoch, 0
+                    if val_loss < best_loss - s.min_delta:
+                        best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
                         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     else:
                         bad_epochs += 1

@@ -65,6 +65,28 @@ def _curves(story: Any) -> dict[str, Any] | None:
     }
 
 
+def _predicted(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A regression candidate's test predictions against the truth (metrics.json's sample),
+    as SVG points: the diagonal is a perfect prediction."""
+    pairs = metrics.get("predicted_vs_actual")
+    if not isinstance(pairs, Mapping):
+        return None
+    actual = [float(v) for v in pairs.get("actual", ()) if isinstance(v, int | float)]
+    predicted = [float(v) for v in pairs.get("predicted", ()) if isinstance(v, int | float)]
+    if not actual or len(actual) != len(predicted):
+        return None
+    low, high = min(actual + predicted), max(actual + predicted)
+    span = (high - low) or 1.0
+    size = CURVE_H * 1.5
+
+    def at(v: float) -> float:
+        return (v - low) / span * size
+
+    return {"size": size, "low": low, "high": high, "n": len(actual),
+            "points": [(round(at(a), 1), round(size - at(p), 1))
+                       for a, p in zip(actual, predicted, strict=True)]}
+
+
 def _findings(decision: Decision, evidence: Evidence) -> dict[str, Any]:
     kept: dict[str, Counter[Severity]] = {s: Counter() for s in evidence.scans}
     waived: Counter[str] = Counter()
@@ -112,6 +134,7 @@ def render_html(decision: Decision, evidence: Evidence, policy: StagePolicy,
         candidate=evidence.metrics, waivers=decision.waivers_json(),
         history=_history(history, policy), data=story.data, training=training,
         curves=_curves(training), pruning=story.pruning,
+        predicted=_predicted(evidence.metrics),
         candidate_files=candidate_files(out_dir) if out_dir is not None else [],
         findings=_findings(decision, evidence),
     )

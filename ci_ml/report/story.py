@@ -112,6 +112,9 @@ class TrainingStory:
                                                            if self.stopped_early else ""))
         if acc is not None:
             parts.append(f"test accuracy {acc:.4f}")
+        r2, rmse = _num(self.metrics.get("r2")), _num(self.metrics.get("rmse"))
+        if r2 is not None:
+            parts.append(f"test r2 {r2:.4f}" + (f", rmse {rmse:.4g}" if rmse is not None else ""))
         return "Training: " + ", ".join(parts)
 
 

@@ -14,7 +14,8 @@ from ci_ml.data.loader import DataBundle, load_data
 from ci_ml.errors import ConfigError, InputError
 from ci_ml.fsutil import sha256_file
 from ci_ml.model.layout import model_spec
-from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
+from ci_ml.model.outputs import zoo_card
+from ci_ml.model.persist import WEIGHTS, save_model
 from ci_ml.model.train import (
     TrainSettings,
     check_fits,
@@ -37,8 +38,7 @@ def _setup(project: Path) -> tuple[DataBundle, ModelSpec, TrainSettings]:
 
 def _weights_sha(result_model: torch.nn.Module, spec: ModelSpec, bundle: DataBundle,
                  where: Path) -> str:
-    card = ModelCard(spec, bundle.classes, bundle.scale, bundle.train.features)
-    save_model(result_model, card, where)
+    save_model(result_model, zoo_card(bundle, spec), where)
     return sha256_file(where / WEIGHTS)
 
 
