@@ -1,0 +1,134 @@
+"""Which reference a monitoring run uses, and the one computed from the training data.
+
+Order: ``--reference`` (or ``monitor.reference``), else the training profile stored
+beside the model card, else one computed from ``data.train`` (and the report says
+which). A computed reference is cached beside the report as
+``monitor-reference.json`` keyed by the hashes of the data and the model, so a
+scheduled job does not rebuild it from the data every time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ci_ml.fsutil import atomic_write_json, sha256_file
+from ci_ml.monitor import profile
+from ci_ml.monitor.interface import (
+    MonitorInputError,
+    PredictionReference,
+    Reference,
+    ReferenceSource,
+    Task,
+)
+from ci_ml.monitor.model import MonitoredModel
+from ci_ml.monitor.reference import (
+    StoredReference,
+    build_reference,
+    from_json,
+    read_csv_columns,
+    read_json_file,
+    to_json,
+)
+
+CACHE_NAME = "monitor-reference.json"
+
+
+def model_metrics(model_dir: Path) -> tuple[dict[str, float], int]:
+    """The model's held-out quality (``metrics.json`` beside it), and on how many rows."""
+    path = model_dir / "metrics.json"
+    if not path.is_file():
+        return {}, 0
+    data = read_json_file(path, "model metrics")
+    if not isinstance(data, Mapping):
+        return {}, 0
+    metrics = {k: float(data[k]) for k in ("accuracy", "mae", "rmse", "r2")
+               if isinstance(data.get(k), int | float)}
+    rows = data.get("samples")
+    return metrics, int(rows) if isinstance(rows, int) else 0
+
+
+class ComputedReference(ReferenceSource):
+    """A reference profiled from the training CSV the config names, for a model without one."""
+
+    def __init__(self, train: Path, target: str, model: MonitoredModel | None,
+                 cache: Path | None = None) -> None:
+        self.train, self.target, self.model, self.cache = train, target, model, cache
+
+    def _key(self) -> str:
+        model = self.model.identity.digest if self.model else "-"
+        return f"{sha256_file(self.train)}:{model}:{self.target}"
+
+    def _cached(self, key: str) -> Reference | None:
+        if self.cache is None or not self.cache.is_file():
+            return None
+        try:
+            data = json.loads(self.cache.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(data, Mapping) or data.get("key") != key:
+            return None
+        try:
+            return from_json(data.get("reference"), str(self.cache))
+        except MonitorInputError:
+            return None
+
+    def load(self) -> Reference:
+        key = self._key()
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        columns = read_csv_columns(self.train, "data.train")
+        if self.target not in columns:
+            raise MonitorInputError(f"data.train: {self.train}: no target column "
+                                    f"{self.target!r}")
+        features = (list(self.model.features) if self.model else
+                    [c for c in columns if c != self.target])
+        predictions = self._predictions(columns, features)
+        metrics, metric_rows = model_metrics(self.model.directory) if self.model else ({}, 0)
+        ref = build_reference(columns, features, source=f"computed from data.train "
+                              f"({self.train.name}, {len(columns[self.target])} rows)",
+                              predictions=predictions, metrics=metrics, metric_rows=metric_rows)
+        if self.cache is not None:
+            atomic_write_json(self.cache, {"key": key, "reference": to_json(ref)})
+        return ref
+
+    def _predictions(self, columns: Mapping[str, list[str]], features: list[str]
+                     ) -> PredictionReference:
+        if self.model is not None:
+            rows = [list(r) for r in zip(*(columns[f] for f in features), strict=True)]
+            labels = self.model.predict_labels(rows)
+            if labels is not None:
+                return PredictionReference(Task.CLASSIFICATION, dict(sorted(Counter(labels)
+                                                                            .items())),
+                                           source="the model's predictions on data.train")
+        target = Counter(v.strip() for v in columns[self.target] if v.strip())
+        return PredictionReference(Task.CLASSIFICATION, dict(sorted(target.items())),
+                                   source="the target's distribution in data.train")
+
+
+def choose_reference(*, explicit: Path | None, model: MonitoredModel | None,
+                     train: Path | None, target: str | None, cache: Path | None
+                     ) -> ReferenceSource:
+    features = model.features if model else ()
+    if explicit is not None:
+        return StoredReference(explicit, features)
+    if model is not None:
+        stored = profile.find_profile(model.directory)
+        if stored is not None:
+            return StoredReference(stored, features)
+    if train is None or target is None:
+        raise MonitorInputError("no training reference: the model has no stored profile and "
+                                "the config names no data.train (pass --reference PATH)")
+    return ComputedReference(train, target, model, cache)
+
+
+def describe(source: ReferenceSource) -> dict[str, Any]:
+    if isinstance(source, StoredReference):
+        return {"kind": "stored", "path": str(source.path)}
+    if isinstance(source, ComputedReference):
+        return {"kind": "computed", "path": str(source.train)}
+    return {"kind": type(source).__name__}
