@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ci_ml.cli.common import common_options
+from ci_ml.errors import UsageError
 
 
 @click.command("monitor")
@@ -69,8 +70,8 @@ def monitor(logs: tuple[Path, ...], labels: tuple[Path, ...], model_path: Path |
     if until is not None:
         parsed = parse_time(until)
         if parsed is None:
-            raise click.BadParameter(f"{until!r} is not an RFC 3339 time with an offset",
-                                     param_hint="--until")
+            raise UsageError(f"--until: {until!r} is not an RFC 3339 time with an offset, "
+                             "e.g. 2026-12-07T10:00:00Z")
         end = parsed
     span = parse_duration(window or policy.window, "--window" if window else "monitor.window")
     paths = resolve_paths(config, out_dir, logs=logs, labels=labels, model=model_path,
@@ -82,7 +83,7 @@ def monitor(logs: tuple[Path, ...], labels: tuple[Path, ...], model_path: Path |
               if url else None)
     trigger = make_trigger(section["trigger"]) if fire else None
     if fire and trigger is None:
-        raise click.UsageError("--trigger: monitor.trigger.kind is none; configure a trigger")
+        raise UsageError("--trigger: monitor.trigger.kind is none in the config; set a trigger")
     request = MonitorRequest(
         logs=paths.logs, labels=paths.labels, window=Window(end - span, end), policy=policy,
         out_dir=out_dir, model=paths.model, model_version=model_version or

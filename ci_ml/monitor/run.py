@@ -24,7 +24,7 @@ from ci_ml.monitor.interface import (
     TriggerRequest,
 )
 from ci_ml.monitor.labels import DEFAULT_MAX_LABELS, read_labels
-from ci_ml.monitor.logs import DEFAULT_MAX_LINE_BYTES, LogCounters, Window, read_log
+from ci_ml.monitor.logs import DEFAULT_MAX_LINE_BYTES, LogCounters, Window, log_files, read_log
 from ci_ml.monitor.model import MonitoredModel
 from ci_ml.monitor.policy import MonitorPolicy, decide
 from ci_ml.monitor.report import MonitorReport, findings
@@ -64,6 +64,8 @@ def _policy_json(policy: MonitorPolicy) -> dict[str, Any]:
 def run_monitor(request: MonitorRequest, *, health: HealthSource | None = None,
                 trigger: Trigger | None = None,
                 progress: Callable[[str], None] = lambda _: None) -> MonitorReport:
+    log_files(request.logs)   # every input is checked before anything is written
+    labels = read_labels(request.labels, request.max_labels) if request.labels else None
     model = (MonitoredModel(request.model, request.model_version)
              if request.model is not None else None)
     source = choose_reference(explicit=request.reference, model=model, train=request.train,
@@ -75,7 +77,6 @@ def run_monitor(request: MonitorRequest, *, health: HealthSource | None = None,
                                 f"the model {len(model.features)}: not this model's reference")
     progress(f"reference: {reference.source}")
 
-    labels = read_labels(request.labels, request.max_labels) if request.labels else None
     pending = labels.ids if labels else None
     counters = LogCounters()
     window = WindowStats(reference, labels.values if labels else None)

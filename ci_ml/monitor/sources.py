@@ -77,6 +77,9 @@ class ComputedReference(ReferenceSource):
             return None
 
     def load(self) -> Reference:
+        if not self.train.is_file():
+            raise MonitorInputError(f"data.train: {self.train}: data file not found (needed to "
+                                    "compute the reference; or pass --reference PATH)")
         key = self._key()
         cached = self._cached(key)
         if cached is not None:

@@ -49,14 +49,15 @@ class Traffic:
 
 
 def draw(split: Split, model: ServedModel, seed: int, size: int,
-         weights: Callable[[str], float] | None = None) -> Traffic:
-    """``size`` distinct rows of the split, at random (optionally weighted by class)."""
+         weights: Callable[[str], float] | None = None, replace: bool = False) -> Traffic:
+    """``size`` rows of the split at random: distinct ones, or with ``replace`` a resample
+    (optionally weighted by class, which needs more rows than the split holds per class)."""
     rng = np.random.default_rng(seed)
     p = None
     if weights is not None:
         w = np.asarray([weights(label) for label in split.labels], dtype=float)
         p = w / w.sum()
-    index = rng.choice(len(split.labels), size=size, replace=False, p=p)
+    index = rng.choice(len(split.labels), size=size, replace=replace, p=p)
     rows = split.x[index].copy()
     predicted, _ = model.predict(rows)
     # Latencies like the server's: around a millisecond, with a tail.
