@@ -19,17 +19,17 @@ WINDOW_ROWS = 150      # requests per replayed window: under half the test split
 
 
 @pytest.fixture(scope="session")
-def digits_model(trained: Path) -> ServedModel:
+def digits_model(trained: Path) -> ServedModel:  # noqa: F811
     return ServedModel(trained / "out" / "pruned" / "model.onnx")
 
 
 @pytest.fixture(scope="session")
-def test_split(trained: Path) -> Split:
+def test_split(trained: Path) -> Split:  # noqa: F811
     return read_split(trained / "data" / "test.csv", "label")
 
 
 @pytest.fixture(scope="session")
-def train_split(trained: Path) -> Split:
+def train_split(trained: Path) -> Split:  # noqa: F811
     return read_split(trained / "data" / "train.csv", "label")
 
 
