@@ -49,9 +49,9 @@ class Queries:
     """The PromQL of the SLOs over a range (``[5m]``, or the whole window)."""
 
     def __init__(self, selector: str = "", routes: str = DEFAULT_ROUTES) -> None:
-        sel = check_selector(selector)
+        self.selector = check_selector(selector)
         route = f'route=~"{routes}"'
-        self.matchers = ", ".join(x for x in (sel, route) if x)
+        self.matchers = ", ".join(x for x in (self.selector, route) if x)
 
     def requests(self, rng: str) -> str:
         return f"sum(increase({REQUESTS}{{{self.matchers}}}[{rng}]))"
