@@ -100,12 +100,17 @@ class WindowStats:
             self.failed += 1
             self.errors += record.status >= 500
             return
+        width = len(self.order)
         for i, (row, output) in enumerate(zip(record.inputs, record.outputs, strict=False)):
-            named = self._named(row)
-            if named is None:
-                self.bad_rows += 1
-                continue
-            self.features.add(named)
+            if (self.features.all_numeric and isinstance(row, list) and width and len(row) == width
+                    and not isinstance(row[0], list)):
+                self.features.add_positional(row)      # the fast path: a flat row of numbers
+            else:
+                named = self._named(row)
+                if named is None:
+                    self.bad_rows += 1
+                    continue
+                self.features.add(named)
             self._prediction(record.id, i, output)
 
     def _named(self, row: Any) -> Mapping[str, Any] | None:

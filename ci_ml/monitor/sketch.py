@@ -42,11 +42,11 @@ def category_key(value: Any) -> str | None:
 
 
 def number_or_nan(value: Any) -> tuple[float, bool]:
-    """(value, valid): missing values are NaN and valid; strings that are not numbers,
-    booleans and containers are invalid."""
+    """(value, valid): missing values are NaN and valid; strings that are not numbers and
+    containers are invalid (JSON true and false are 1 and 0, as numpy converts them)."""
     if value is None:
         return math.nan, True
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if not isinstance(value, int | float | str):
         return math.nan, False
     if isinstance(value, str):
         if value.strip().lower() in MISSING_STRINGS:
@@ -68,7 +68,7 @@ class NumberCounts:
     def __init__(self, histogram: Histogram) -> None:
         self.edges = np.asarray(histogram.edges, dtype=float)
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
-        self.missing = 0
+        self.nan = 0            # missing and invalid values alike are NaN in a block
         self.invalid = 0
         self.n = 0
         self.total = 0.0
@@ -76,13 +76,17 @@ class NumberCounts:
 
     def add_block(self, values: np.ndarray) -> None:
         present = values[~np.isnan(values)]
-        self.missing += int(values.size - present.size)
+        self.nan += int(values.size - present.size)
         if present.size:
             index = np.searchsorted(self.edges, present, side="left")
             self.counts += np.bincount(index, minlength=self.counts.size)
             self.n += int(present.size)
             self.total += float(present.sum())
             self.total_sq += float(np.square(present).sum())
+
+    @property
+    def missing(self) -> int:
+        return self.nan - self.invalid
 
     @property
     def mean(self) -> float | None:
@@ -137,7 +141,13 @@ class CategoryCounts:
 
 
 class FeatureCounts:
-    """Every feature of the window: numbers buffered into blocks, categories counted."""
+    """Every feature of the window: numbers buffered into blocks, categories counted.
+
+    Rows by name go through ``add``. Flat positional rows of an all-numeric model (the
+    common case: a list of numbers per row) go through ``add_positional``, which keeps the
+    row as it came and lets numpy convert a whole block at once; a block holding anything
+    but numbers and nulls is converted value by value instead, with the same result.
+    """
 
     def __init__(self, columns: Sequence[ColumnReference]) -> None:
         self.columns = tuple(columns)
@@ -147,31 +157,62 @@ class FeatureCounts:
         self.categories = {c.name: CategoryCounts(c.categories) for c in self.columns
                            if c.kind is ColumnKind.CATEGORY}
         self._position = {c.name: i for i, c in enumerate(self.numeric)}
+        self.all_numeric = not self.categories
         self._block: list[list[float]] = []
+        self._raw: list[list[Any]] = []
         self.rows = 0
 
     def add(self, row: Mapping[str, Any]) -> None:
         """One row by column name; absent columns count as missing."""
-        values = [math.nan] * len(self.numeric)
         for name, counts in self.categories.items():
             counts.add(row.get(name))
-        for name, i in self._position.items():
-            number, valid = number_or_nan(row.get(name))
-            if not valid:
-                self.numbers[name].invalid += 1
-            values[i] = number
-        self._block.append(values)
+        self._block.append(self._parse([row.get(name) for name in self._position]))
         self.rows += 1
         if len(self._block) >= BLOCK_ROWS:
             self.flush()
 
+    def add_positional(self, row: list[Any]) -> None:
+        """One flat row in column order, for an all-numeric reference."""
+        self._raw.append(row)
+        self.rows += 1
+        if len(self._raw) >= BLOCK_ROWS:
+            self.flush()
+
+    def _parse(self, values: Sequence[Any]) -> list[float]:
+        out = []
+        for name, value in zip(self._position, values, strict=True):
+            number, valid = number_or_nan(value)
+            if not valid:
+                self.numbers[name].invalid += 1
+            out.append(number)
+        return out
+
+    def _raw_block(self) -> np.ndarray:
+        raw, self._raw = self._raw, []
+        try:
+            block = np.asarray(raw, dtype=float)    # None becomes NaN: missing
+        except (ValueError, TypeError):
+            return np.asarray([self._parse(r) for r in raw], dtype=float)
+        if block.shape != (len(raw), len(self.numeric)):
+            return np.asarray([self._parse(r) for r in raw], dtype=float)
+        infinite = np.isinf(block)
+        if infinite.any():
+            for i, name in enumerate(self._position):
+                self.numbers[name].invalid += int(infinite[:, i].sum())
+            block[infinite] = np.nan
+        return block
+
     def flush(self) -> None:
-        if not self._block:
-            return
-        block = np.asarray(self._block, dtype=float).reshape(len(self._block), len(self.numeric))
-        for c, i in self._position.items():
-            self.numbers[c].add_block(block[:, i])
-        self._block = []
+        blocks = []
+        if self._raw:
+            blocks.append(self._raw_block())
+        if self._block:
+            blocks.append(np.asarray(self._block, dtype=float).reshape(len(self._block),
+                                                                      len(self.numeric)))
+            self._block = []
+        for block in blocks:
+            for c, i in self._position.items():
+                self.numbers[c].add_block(block[:, i])
 
 
 class LatencyCounts:
