@@ -1,7 +1,7 @@
 """Pruning benchmark on the example CNN: base vs pruned, side by side, in one run.
 
 Trains SmallCNN on fixtures/example (sklearn digits) from scratch, prunes it with
-``ci_ml.model.prune.prune_model`` for a batch-1 speedup target under a 1-point accuracy
+``ci_ml.model.prune.search.prune_model`` for a batch-1 speedup target under a 1-point accuracy
 budget, and prints parameters, MACs, ONNX bytes, ONNX Runtime latency at batch 1 and 256
 (1 thread, interleaved rounds, median of medians), accuracy and parity, as ratios.
 
@@ -29,15 +29,11 @@ from torch.nn.utils import prune as torch_prune
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ci_ml.model.prune import (  # noqa: E402
-    PruneSettings,
-    _fit,
-    compare_models,
-    load_pruned,
-    prune_model,
-    save_pruned,
-    write_prune_report,
-)
+from ci_ml.model.prune.measure import compare_models  # noqa: E402
+from ci_ml.model.prune.persist import load_pruned, save_pruned  # noqa: E402
+from ci_ml.model.prune.report import write_prune_report  # noqa: E402
+from ci_ml.model.prune.search import fit, prune_model  # noqa: E402
+from ci_ml.model.prune.settings import PruneSettings  # noqa: E402
 from ci_ml.model.zoo import ModelSpec, build_model  # noqa: E402
 
 DATA = ROOT / "fixtures" / "example" / "data"
@@ -74,7 +70,7 @@ def main() -> int:
     spec = ModelSpec("cnn", (1, 8, 8), 10)
     torch.manual_seed(args.seed)
     base = build_model(spec)
-    _fit(base, xtr, ytr, epochs=args.epochs, lr=1e-3, batch_size=64, seed=args.seed)
+    fit(base, xtr, ytr, epochs=args.epochs, lr=1e-3, batch_size=64, seed=args.seed)
     print(f"trained base SmallCNN: {args.epochs} epochs in {time.perf_counter() - t_start:.1f}s",
           flush=True)
 

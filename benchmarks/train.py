@@ -24,7 +24,7 @@ from torch import nn
 
 from ci_ml.config import load_config
 from ci_ml.data.loader import load_data
-from ci_ml.model.steps import model_spec
+from ci_ml.model.layout import model_spec
 from ci_ml.model.train import (
     TrainSettings,
     epoch_sums,

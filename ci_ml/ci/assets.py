@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import ci_ml
 from ci_ml.ci.generate import drift, write_files
 from ci_ml.ci.interface import GeneratedFile
 from ci_ml.ci.registry import TARGETS
-from ci_ml.ci.templates import templates_root
 
 
 def published_files() -> list[GeneratedFile]:
@@ -27,8 +27,8 @@ def published_files() -> list[GeneratedFile]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ci_ml.ci.assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=templates_root().parent,
-                        help="ci-ml's repository root (default: where templates/ is)")
+    parser.add_argument("--root", type=Path, default=Path(ci_ml.__file__).resolve().parents[1],
+                        help="ci-ml's repository root (default: the checkout this package is in)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
     args = parser.parse_args(argv)
     files = published_files()

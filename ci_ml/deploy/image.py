@@ -22,9 +22,9 @@ import jinja2
 import ci_ml
 from ci_ml.errors import InputError, ToolError
 from ci_ml.fsutil import atomic_write_json, atomic_write_text
+from ci_ml.resources import render_template, template_environment
 from ci_ml.serve.settings import LogSettings, ServeSettings
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "docker"
 SERVER_PACKAGES = ("onnxruntime", "numpy")
 HOST_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"),
                    Path("/etc/pki/tls/certs/ca-bundle.crt"))
@@ -118,17 +118,15 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
     image_settings = ServeSettings(host="0.0.0.0", port=spec.port,  # noqa: S104 - in a container
                                    threads=settings.threads, limits=settings.limits, log=in_image)
     atomic_write_json(rootfs / "srv" / "serve.json", image_settings.to_json())
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)  # noqa: S701 - a Dockerfile, not HTML
+    env = template_environment("docker", autoescape=False)  # a Dockerfile, not HTML
     values = {"base_image": spec.base_image, "user": spec.user, "uid": spec.uid,
               "port": spec.port, "image": spec.name, "tag": spec.tag, "project": project,
               "model_name": spec.model.name, "model_sha256": model_sha256,
               "ci_ml_version": ci_ml.__version__, "log_dir": LOG_DIR,
               "ca_bundle": "ca-certificates.crt" if ca is not None else ""}
     try:
-        atomic_write_text(dest / "Dockerfile", env.get_template("Dockerfile.j2").render(values))
-        ignore = env.get_template("dockerignore.j2").render(values)
+        atomic_write_text(dest / "Dockerfile", render_template(env, "Dockerfile.j2", **values))
+        ignore = render_template(env, "dockerignore.j2", **values)
         atomic_write_text(dest / ".dockerignore", ignore)
     except jinja2.TemplateError as exc:
         raise ToolError(f"Dockerfile template: {exc}") from exc

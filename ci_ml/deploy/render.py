@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 
 from ci_ml.config import Config
@@ -27,8 +26,8 @@ from ci_ml.deploy.validate import BLOCKING, Misconfig, trivy_config, validate_sc
 from ci_ml.errors import BlockedError, ConfigError, UsageError
 from ci_ml.fsutil import atomic_write_json, replace_path
 from ci_ml.registry.interface import RegistryState, VersionRecord
+from ci_ml.resources import render_template, template_environment
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "k8s"
 K8S_DIR = "k8s"
 REPORT = "validation.json"
 
@@ -140,14 +139,13 @@ def _context(config: Config, plan: RenderPlan) -> dict[str, Any]:
 
 def render_manifests(config: Config, plan: RenderPlan) -> dict[str, str]:
     """File name -> YAML text, for the plan."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,  # noqa: S701 - YAML, values go through tojson
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = template_environment("k8s", autoescape=False)  # YAML: values go through tojson
     ctx = _context(config, plan)
     name = ctx["name"]
     nginx = plan.mode == "ingress-nginx"
 
     def render(template: str, **extra: Any) -> str:
-        return env.get_template(template).render(**ctx, **extra)
+        return render_template(env, template, **ctx, **extra)
 
     files = {
         "deployment.yaml": render("deployment.yaml.j2", track="stable", model=plan.stable),

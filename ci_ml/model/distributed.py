@@ -149,8 +149,8 @@ def train_rank(config: Config, out_dir: Path, exclude: Sequence[Path]) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from ci_ml.data.loader import load_data
+    from ci_ml.model.layout import model_spec
     from ci_ml.model.outputs import write_train_outputs
-    from ci_ml.model.steps import model_spec
     from ci_ml.model.train import (
         TrainResult,
         TrainSettings,

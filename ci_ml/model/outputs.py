@@ -11,9 +11,7 @@ from ci_ml.config import Config
 from ci_ml.data.loader import DataBundle
 from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.model import plots
-from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
-from ci_ml.model.run_manifest import build_manifest
-from ci_ml.model.steps import (
+from ci_ml.model.layout import (
     CONFUSION_PNG,
     CURVE_PNG,
     HISTORY,
@@ -22,6 +20,8 @@ from ci_ml.model.steps import (
     RUN_MANIFEST,
     user_code_files,
 )
+from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
+from ci_ml.model.run_manifest import build_manifest
 from ci_ml.model.train import TrainResult, TrainSettings
 
 

@@ -131,7 +131,7 @@ def load_model(directory_or_file: Path,
         raise InputError(f"{directory / SPEC}: not a valid model spec ({exc})") from exc
     if (directory / PRUNING_HISTORY).is_file():
         # A pruned model: rebuild the base from the spec, replay the recorded pruning.
-        from ci_ml.model.prune import load_pruned
+        from ci_ml.model.prune.persist import load_pruned
 
         pruned = load_pruned(card.spec, directory, project_dir)
         pruned.eval()

@@ -4,51 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ci_ml.artifacts import CANDIDATE_DIR
 from ci_ml.config import Config
 from ci_ml.data.loader import load_data
 from ci_ml.errors import ConfigError
 from ci_ml.fsutil import atomic_write_json
+from ci_ml.model.layout import (
+    HISTORY,
+    METRICS,
+    MODEL_DIR,
+    TRAIN_OUTPUTS,
+    ZOO_INPUT_RANKS,
+    model_spec,
+    user_code_files,
+)
 from ci_ml.model.run_manifest import package_versions
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 
-if TYPE_CHECKING:
-    from ci_ml.model.zoo import ModelSpec
-
 # torch is imported inside the steps' methods: a fully cached run never pays for it.
-MODEL_DIR = "model"
-# Input rank each zoo model needs (None: any), checked before a run without importing torch.
-ZOO_INPUT_RANKS: dict[str, int | None] = {"mlp": None, "cnn": 3}
-METRICS = "metrics.json"
-HISTORY = "train-history.json"
-RUN_MANIFEST = "train-run.json"
-CURVE_PNG = "plots/training-curve.png"
-CONFUSION_PNG = "plots/confusion-matrix.png"
-TRAIN_OUTPUTS = (MODEL_DIR, METRICS, HISTORY, RUN_MANIFEST, CURVE_PNG, CONFUSION_PNG)
-
-
-def model_spec(config: Config, input_shape: tuple[int, ...], num_classes: int) -> ModelSpec:
-    from ci_ml.model.zoo import ModelSpec
-
-    model = config.section("model")
-    return ModelSpec(name=str(model["name"]), input_shape=input_shape, num_classes=num_classes,
-                     params=dict(model["params"]))
-
-
-def user_code_files(config: Config) -> tuple[Path, ...]:
-    """A ``module:factory`` model makes the project's own Python sources training inputs."""
-    name = str(config.section("model")["name"])
-    if ":" not in name:
-        return ()
-    module = name.split(":")[0].split(".")[0]
-    hits = []
-    for base in (config.root, config.root / "src"):
-        for candidate in (base / module, base / f"{module}.py"):
-            if candidate.exists():
-                hits.append(candidate)
-    return tuple(hits)
 
 
 class TrainStep(Step):
@@ -144,7 +119,7 @@ class PruneStep(Step):
     version = "3"
 
     def preflight(self, config: Config) -> None:
-        from ci_ml.model.prune import PruneSettings
+        from ci_ml.model.prune.settings import PruneSettings
 
         PruneSettings.from_config(config.section("prune"))
 
@@ -166,7 +141,10 @@ class PruneStep(Step):
         from ci_ml.errors import InputError
         from ci_ml.model.export import export_onnx, onnx_files
         from ci_ml.model.persist import SPEC, load_model, save_model
-        from ci_ml.model.prune import PruneSettings, prune_model, save_pruned, write_prune_report
+        from ci_ml.model.prune.persist import save_pruned
+        from ci_ml.model.prune.report import write_prune_report
+        from ci_ml.model.prune.search import prune_model
+        from ci_ml.model.prune.settings import PruneSettings
         from ci_ml.model.train import evaluate_model
 
         section = ctx.config.section("prune")

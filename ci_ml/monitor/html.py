@@ -9,14 +9,11 @@ the features with the highest PSI, and the predicted classes (or values).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from ci_ml.monitor.report import MonitorReport
+from ci_ml.resources import render_template, template_environment
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MAX_FEATURE_PLOTS = 12
 
 
@@ -85,6 +82,5 @@ def monitor_context(doc: Mapping[str, Any], plots: bool = True) -> dict[str, Any
 
 
 def render_monitor_html(report: MonitorReport) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    return env.get_template("monitor.html.j2").render(monitoring=monitor_context(report.to_json()))
+    env = template_environment(autoescape=True)
+    return render_template(env, "monitor.html.j2", monitoring=monitor_context(report.to_json()))

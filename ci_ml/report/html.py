@@ -12,16 +12,13 @@ import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import jinja2
 
 from ci_ml.gate.interface import Decision, Evidence, Outcome, StagePolicy
 from ci_ml.report.markdown import SHOWN_SEVERITIES, scalar_metrics
+from ci_ml.resources import render_template, template_environment
 from ci_ml.scan.interface import ScanStatus, Severity
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 SEVERITY_COLORS = {Severity.CRITICAL: "#7f0000", Severity.HIGH: "#d7301f",
                    Severity.MEDIUM: "#fc8d59", Severity.LOW: "#fdcc8a", Severity.INFO: "#9ecae1",
                    Severity.UNKNOWN: "#bdbdbd"}
@@ -152,8 +149,7 @@ def findings_plot(decision: Decision, evidence: Evidence) -> str | None:
 
 def render_html(decision: Decision, evidence: Evidence, policy: StagePolicy,
                 history: Sequence[MetricPoint]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env = template_environment(autoescape=True)
     prod = evidence.stage_models.get("production")
     base_metrics = scalar_metrics(prod.metrics) if prod else {}
     metrics = [{"name": k, "value": v, "production": base_metrics.get(k),
@@ -163,7 +159,8 @@ def render_html(decision: Decision, evidence: Evidence, policy: StagePolicy,
               "error": r.error, "tool": f"{r.tool} {r.tool_version}".strip()}
              for n, r in sorted(evidence.scans.items())]
     waivers = decision.waivers_json()
-    return env.get_template("report.html.j2").render(
+    return render_template(
+        env, "report.html.j2",
         decision=decision, passed=decision.outcome is Outcome.PASS, blocking=decision.blocking,
         rules=decision.rules, metrics=metrics, production=prod, scans=scans, waivers=waivers,
         plots={"history": history_plot(history, policy),

@@ -1,7 +1,7 @@
 """Generated files are committed: regenerating them must give the same bytes.
 
 The example's pipelines (fixtures/example) and ci-ml's published steps (actions/,
-gitlab/) all come from templates/; after changing a template, regenerate with
+gitlab/) all come from ci_ml/templates/; after changing a template, regenerate with
 `ci-ml generate github|gitlab --config fixtures/example/ci-ml.yaml` and
 `python -m ci_ml.ci.assets`.
 """

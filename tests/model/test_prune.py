@@ -17,19 +17,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ci_ml.errors import ConfigError, InputError
-from ci_ml.model.prune import (
-    HISTORY_FILE,
-    PLOT_FILE,
-    REPORT_FILE,
-    PruneResult,
-    PruneSettings,
-    _fit,
-    compare_models,
-    load_pruned,
-    prune_model,
-    save_pruned,
-    write_prune_report,
-)
+from ci_ml.model.prune.measure import compare_models
+from ci_ml.model.prune.persist import HISTORY_FILE, load_pruned, save_pruned
+from ci_ml.model.prune.report import PLOT_FILE, REPORT_FILE, write_prune_report
+from ci_ml.model.prune.result import PruneResult
+from ci_ml.model.prune.search import fit, prune_model
+from ci_ml.model.prune.settings import PruneSettings
 from ci_ml.model.zoo import ModelSpec, build_model, count_params
 
 pytestmark = pytest.mark.xdist_group("prune")  # one worker: latency tests share the machine
@@ -54,7 +47,7 @@ def base(data: tuple[Data, Data]) -> nn.Module:
     (x, y), _ = data
     torch.manual_seed(0)
     model = build_model(SPEC)
-    _fit(model, x, y, epochs=3, lr=1e-3, batch_size=64, seed=0)
+    fit(model, x, y, epochs=3, lr=1e-3, batch_size=64, seed=0)
     return model.eval()
 
 

@@ -14,8 +14,8 @@ from ci_ml.config import load_config
 from ci_ml.data.loader import DataBundle, load_data
 from ci_ml.errors import ConfigError, InputError
 from ci_ml.fsutil import sha256_file
+from ci_ml.model.layout import model_spec
 from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
-from ci_ml.model.steps import model_spec
 from ci_ml.model.train import (
     TrainSettings,
     check_fits,

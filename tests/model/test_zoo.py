@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ci_ml.model.steps import ZOO_INPUT_RANKS
+from ci_ml.model.layout import ZOO_INPUT_RANKS
 from ci_ml.model.zoo import ZOO, ModelSpec, build_model, count_macs, count_params
 
 
