@@ -117,6 +117,9 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
             jobs.append(Job(f"promote-{stage}", "promote", f"promote ({stage})",
                             needs=(f"gate-{stage}",), trigger=promote_trigger, stage=stage,
                             deploy=bool(ci["deploy"])))
+    # The scheduled monitor job (ci-ml monitor --trigger): it alone runs on the schedule.
+    if config.section("monitor")["schedule"]:
+        jobs.append(Job("monitor", "monitor", "monitor", trigger=Trigger.SCHEDULE))
     return tuple(jobs)
 
 
@@ -132,5 +135,12 @@ def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:
         jobs=plan_jobs(config),
         settings=ci,
         serve_port=port,
+        schedule=_schedule(config),
+        trigger_kind=str(config.section("monitor")["trigger"]["kind"]),
     )
+
+
+def _schedule(config: Config) -> str | None:
+    cron = config.section("monitor")["schedule"]
+    return safe_value(str(cron), "monitor.schedule") if cron else None
 

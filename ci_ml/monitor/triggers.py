@@ -34,6 +34,7 @@ from ci_ml.monitor.interface import (
 
 REASON_INPUT = "retrain_reason"          # the workflow_dispatch input
 REASON_VARIABLE = "CI_ML_RETRAIN_REASON"  # the GitLab pipeline variable
+TOKEN_VARIABLE = "CI_ML_TRIGGER_TOKEN"  # noqa: S105 - a variable name: the generated jobs set it
 MAX_REASON = 1000                         # GitHub caps an input's length; keep the line short
 TIMEOUT_S = 30.0
 
@@ -189,7 +190,9 @@ def make_trigger(section: Mapping[str, Any], env: Mapping[str, str] | None = Non
                                 f"{', '.join(TRIGGERS)})")
     api_var, api_default, project_var, ref_var, token_var = \
         _ENV_DEFAULTS["gitlab" if kind == "gitlab" else "github"]
-    token_env = str(section.get("token_env") or token_var)
+    # The generated pipelines hand the token over as CI_ML_TRIGGER_TOKEN.
+    token_env = str(section.get("token_env") or (TOKEN_VARIABLE if env.get(TOKEN_VARIABLE)
+                                                 else token_var))
     token = env.get(token_env, "")
     if not token:
         raise MonitorInputError(f"monitor.trigger: the token variable {token_env} is empty or "
