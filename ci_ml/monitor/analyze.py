@@ -212,7 +212,7 @@ def _category_drift(ref: ColumnReference, win: CategoryCounts) -> tuple[ColumnDr
     psi = stats.psi(ref_v, win_v) if win.n + win.missing else 0.0
     total = win.n + win.missing
     unseen_p = stats.binomial_upper_p(win.unseen, win.n, stats.new_value_rate(
-        list(ref.categories.values()), ref.count, False))
+        list(ref.categories.values()), ref.count, False)) if ref.complete else 1.0
     drift = ColumnDrift(
         ref.name, ColumnKind.CATEGORY, "chi2", stat, p, p, psi, win.n,
         missing_share=win.missing / total if total else 0.0,

@@ -94,6 +94,9 @@ class ColumnReference:
     maximum: float | None = None
     mean: float | None = None
     std: float | None = None
+    # False when the reference lists only the frequent categories: then a value missing
+    # from the list may have been seen in training, and is not called new.
+    complete: bool = True
 
 
 @dataclass(frozen=True)

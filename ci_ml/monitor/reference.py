@@ -148,6 +148,7 @@ def to_json(ref: Reference) -> dict[str, Any]:
             "name": c.name, "kind": c.kind.value, "count": c.count, "missing": c.missing,
             "histogram": _histogram_json(c.histogram), "categories": dict(c.categories),
             "min": c.minimum, "max": c.maximum, "mean": c.mean, "std": c.std,
+            "complete": c.complete,
         } for c in ref.columns],
         "predictions": None if preds is None else {
             "task": preds.task.value, "classes": dict(preds.classes),
@@ -166,7 +167,8 @@ def from_json(data: Any, where: str) -> Reference:
                 str(c["name"]), kind, int(c["count"]), int(c["missing"]),
                 histogram=_histogram(c.get("histogram"), f"{where}: column {c['name']}"),
                 categories={str(k): int(v) for k, v in (c.get("categories") or {}).items()},
-                minimum=c.get("min"), maximum=c.get("max"), mean=c.get("mean"), std=c.get("std")))
+                minimum=c.get("min"), maximum=c.get("max"), mean=c.get("mean"), std=c.get("std"),
+                complete=bool(c.get("complete", True))))
         p = data.get("predictions")
         preds = None if p is None else PredictionReference(
             Task(p["task"]), {str(k): int(v) for k, v in (p.get("classes") or {}).items()},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +114,32 @@ class ComputedReference(ReferenceSource):
                                    source="the target's distribution in data.train")
 
 
+class WithModelMetrics(ReferenceSource):
+    """A stored reference, completed with the model's own held-out metrics when it has none
+    (the training profile describes data, not the model's quality)."""
+
+    def __init__(self, inner: StoredReference, model: MonitoredModel) -> None:
+        self.inner, self.model = inner, model
+
+    def load(self) -> Reference:
+        ref = self.inner.load()
+        if ref.metrics:
+            return ref
+        metrics, rows = model_metrics(self.model.directory)
+        return replace(ref, metrics=metrics, metric_rows=rows)
+
+
 def choose_reference(*, explicit: Path | None, model: MonitoredModel | None,
                      train: Path | None, target: str | None, cache: Path | None
                      ) -> ReferenceSource:
     features = model.features if model else ()
     if explicit is not None:
-        return StoredReference(explicit, features)
+        source = StoredReference(explicit, features)
+        return WithModelMetrics(source, model) if model is not None else source
     if model is not None:
         stored = profile.find_profile(model.directory)
         if stored is not None:
-            return StoredReference(stored, features)
+            return WithModelMetrics(StoredReference(stored, features), model)
     if train is None or target is None:
         raise MonitorInputError("no training reference: the model has no stored profile and "
                                 "the config names no data.train (pass --reference PATH)")
@@ -130,6 +147,8 @@ def choose_reference(*, explicit: Path | None, model: MonitoredModel | None,
 
 
 def describe(source: ReferenceSource) -> dict[str, Any]:
+    if isinstance(source, WithModelMetrics):
+        source = source.inner
     if isinstance(source, StoredReference):
         return {"kind": "stored", "path": str(source.path)}
     if isinstance(source, ComputedReference):
