@@ -23,6 +23,9 @@ from ci_ml.errors import UsageError
               help="The served ONNX model (model.json beside it). Default: monitor.model, "
                    "serve.model, else <out>/pruned/model.onnx.")
 @click.option("--model-version", default=None, help="Only log lines of this model version.")
+@click.option("--stage", type=click.Choice(["staging", "production"]), default=None,
+              help="Monitor the model the registry holds in this stage (default: "
+                   "monitor.stage); it is copied to <out>/monitor-model/.")
 @click.option("--reference", "reference", type=click.Path(path_type=Path), default=None,
               help="Reference file (default: the profile stored with the model, else computed "
                    "from data.train).")
@@ -38,7 +41,8 @@ from ci_ml.errors import UsageError
 @click.option("--no-html", is_flag=True, help="Skip monitor.html (and its plots).")
 @common_options
 def monitor(logs: tuple[Path, ...], labels: tuple[Path, ...], model_path: Path | None,
-            model_version: str | None, reference: Path | None, window: str | None,
+            model_version: str | None, stage: str | None, reference: Path | None,
+            window: str | None,
             until: str | None, prometheus_url: str | None, fire: bool, no_html: bool,
             config_path: Path | None, out_dir: Path, quiet: bool) -> None:
     """Compare a window of served traffic with the training reference; decide on retraining.
@@ -75,7 +79,7 @@ def monitor(logs: tuple[Path, ...], labels: tuple[Path, ...], model_path: Path |
         end = parsed
     span = parse_duration(window or policy.window, "--window" if window else "monitor.window")
     paths = resolve_paths(config, out_dir, logs=logs, labels=labels, model=model_path,
-                          reference=reference)
+                          reference=reference, stage=stage)
     url = prometheus_url or section["prometheus"]["url"]
     health = (PrometheusHealth(url, policy, selector=section["prometheus"]["selector"],
                                routes=section["prometheus"]["routes"],
@@ -90,6 +94,9 @@ def monitor(logs: tuple[Path, ...], labels: tuple[Path, ...], model_path: Path |
         section["model_version"], reference=paths.reference, train=paths.train,
         target=paths.target, max_line_bytes=int(section["max_line_bytes"]),
         max_labels=int(section["max_labels"]), html=not no_html)
+    if paths.version is not None:
+        # The digest picks the model's lines; the registry version is only reported.
+        reporter.info(f"monitoring v{paths.version} of the registry's {stage or section['stage']}")
     report = run_monitor(request, health=health, trigger=trigger, progress=reporter.info)
     s = report.inputs
     reporter.info(f"window: {s.in_window} requests, {s.rows} rows "

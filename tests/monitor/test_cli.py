@@ -239,3 +239,24 @@ def test_a_bad_monitor_section_is_a_config_error(trained: Path, tmp_path: Path,
     result = run_cli("monitor", "--config", cfg, "--out", tmp_path / "out", "--log",
                      write_log(tmp_path / "l.jsonl", clean_lines))
     assert result.code == 2 and "monitor.drift.correction" in result.stderr, result.stderr
+
+
+def test_the_model_of_a_registry_stage_is_monitored(project: Path, tmp_path: Path,
+                                                    digits_model: ServedModel,
+                                                    test_split: Split) -> None:
+    from tests.gate.trained import cli
+
+    assert cli(project, "promote", "--stage", "staging").code == 0
+    log = write_log(tmp_path / "requests.jsonl",
+                    log_lines(draw(test_split, digits_model, 13, WINDOW_ROWS),
+                              digits_model.sha256))
+    result = run_cli("monitor", "--config", project / "ci-ml.yaml", "--out", tmp_path / "out",
+                     "--stage", "staging", "--log", log, "--no-html", cwd=project)
+    assert result.code == 0, result.output
+    assert "monitoring v1 of the registry's staging" in result.stderr
+    doc = report(tmp_path)
+    assert doc["model"]["digest"] == digits_model.sha256 and doc["window"]["rows"] == WINDOW_ROWS
+    assert doc["reference"]["metrics"]["accuracy"] > 0.5     # the registry's recorded metrics
+    empty = run_cli("monitor", "--config", project / "ci-ml.yaml", "--out", tmp_path / "o2",
+                    "--stage", "production", "--log", log, cwd=project)
+    assert empty.code == 2 and "holds no model in production" in empty.stderr
