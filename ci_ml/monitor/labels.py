@@ -110,9 +110,22 @@ def _read_jsonl(path: Path, text: str, labels: Labels, limit: int) -> None:
         labels.add(where, obj.get("id"), obj.get("row"), obj.get("label"), limit)
 
 
+def label_files(paths: Sequence[Path]) -> list[Path]:
+    """Each path preceded by its rotated ``<path>.1`` (the server's label route rotates);
+    a path that does not exist is kept, so that reading it names it."""
+    files: list[Path] = []
+    for path in paths:
+        rotated = path.with_name(path.name + ".1")
+        if rotated.is_file():
+            files.append(rotated)
+        if path.exists() or not rotated.is_file():
+            files.append(path)
+    return files
+
+
 def read_labels(paths: Sequence[Path], limit: int = DEFAULT_MAX_LABELS) -> Labels:
     labels = Labels()
-    for path in paths:
+    for path in label_files(paths):
         if path.is_dir():
             raise MonitorInputError(f"{path}: is a directory, expected a labels file")
         try:

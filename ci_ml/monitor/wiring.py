@@ -71,8 +71,10 @@ def resolve_paths(config: Config, out_dir: Path, *, logs: Sequence[Path] = (),
     if not log_paths:
         raise MonitorInputError("no request log: pass --log PATH, or set monitor.log or "
                                 "serve.log.path in the config")
-    label_paths = tuple(labels) or tuple(p for p in (_configured(config, section["labels"]),)
-                                         if p is not None)
+    # Labels: --labels, else monitor.labels, else what the server's label route appends to.
+    label_paths = tuple(labels) or tuple(p for p in (
+        _configured(config, section["labels"])
+        or _configured(config, (serve.get("labels") or {}).get("path")),) if p is not None)
     version = None
     model_path = model or _configured(config, section["model"])
     stage = stage or section["stage"]
