@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,3 +62,17 @@ def fast_example(example_project: Path) -> Path:
                         "  latency_rounds: 3 ")
     cfg.write_text(text)
     return example_project
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sarif_files_pass_githubs_rules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, every report.sarif any test wrote (under this session's
+    temporary directories) goes through the SARIF multitool's GitHub rules: one error or
+    warning fails the run."""
+    yield
+    from tests.sarif_multitool import problems
+
+    written = sorted(tmp_path_factory.getbasetemp().rglob("*.sarif"))
+    found = problems(written)
+    assert not found, (f"{len(found)} SARIF problem(s) in {len(written)} file(s):\n"
+                       + "\n".join(found[:40]))

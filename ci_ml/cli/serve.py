@@ -46,32 +46,40 @@ def resolve_model(explicit: Path | None, section: dict[str, Any], root: Path | N
 @click.option("--host", default=None, help="Address to bind (default: serve.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: serve.port, 8080; 0 picks a free one).")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Worker processes (default: serve.workers; 0: one per CPU).")
 @common_options
-def serve(model_path: Path | None, host: str | None, port: int | None,
+def serve(model_path: Path | None, host: str | None, port: int | None, workers: int | None,
           config_path: Path | None, out_dir: Path, quiet: bool) -> None:
-    """Serve the exported ONNX model over HTTP: /predict, /health, /ready, /openapi.json.
+    """Serve the exported ONNX model over HTTP: /predict, the Open Inference Protocol (/v2),
+    /metrics, /health, /ready, /openapi.json.
 
     Runs until SIGTERM or Ctrl-C, then drains in-flight requests. Without a config
     file, --model is required and the server uses the schema's defaults.
     """
-    from ci_ml.serve.model import ServedModel
-    from ci_ml.serve.server import create_server, serve_until_signalled
+    from dataclasses import replace
+
+    from ci_ml.serve.server import serve_forever
     from ci_ml.serve.settings import ServeSettings
 
     section, root = serve_section(config_path, need_config=model_path is None)
     settings = ServeSettings.from_section(section, root).with_address(host, port)
-    model = ServedModel(resolve_model(model_path, section, root, out_dir), threads=settings.threads)
-    server = create_server(model, settings)
+    if workers is not None:
+        settings = replace(settings, workers=workers)
+    model = resolve_model(model_path, section, root, out_dir)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
 
-    def announce(srv: Any) -> None:
+    def announce(url: str, n: int) -> None:
         # One line on stdout that scripts can wait for; everything else goes to stderr.
-        click.echo(f"serving {model.path} on {srv.url} (model sha256 {model.sha256[:12]})")
+        click.echo(f"serving {model} with {n} worker{'s' * (n > 1)} on {url}")
         sys.stdout.flush()
 
-    serve_until_signalled(server, on_ready=announce)
-    click.echo(f"stopped after {server.requests_served} prediction request(s)", err=True)
+    served = serve_forever(model, settings, on_ready=announce)
+    if served >= 0:
+        click.echo(f"stopped after {served} prediction request(s)", err=True)
+    else:
+        click.echo("stopped", err=True)
 
 
 COMMANDS = (serve,)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import ci_ml
-from ci_ml.dast import passive
+from ci_ml.dast import desync, passive
 from ci_ml.dast.active import Probe, baseline_request, build_probes, detect_evidence
 from ci_ml.dast.catalog import rule
 from ci_ml.dast.http import Client, Exchange
@@ -57,6 +57,9 @@ class BuiltinEngine(DastEngine):
 
     def _active(self, client: Client, target: DastTarget, options: DastOptions, started: float,
                 health: str, keep: Callable[[list[Alert]], None], notes: list[str]) -> None:
+        # Framing first, on connections of their own: a desync would poison later probes.
+        predict = target.spec.predict_path if target.spec else "/predict"
+        keep(list(desync.check(target.url, predict, health, min(options.timeout_s, 5.0))))
         for probe in build_probes(target.spec):
             if time.monotonic() - started > options.max_duration_s:
                 notes.append(f"stopped after max_duration_s={options.max_duration_s:g}: "

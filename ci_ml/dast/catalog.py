@@ -1,6 +1,6 @@
 """The built-in engine's rules, under ZAP's plugin ids (ZAP's registry: docs/scanners.md).
 
-Ids 190001-190005 are ci-ml's own checks for model endpoints, which ZAP has no
+Ids 190001-190006 are ci-ml's own checks for model endpoints, which ZAP has no
 rule for; they sit outside ZAP's registered ranges so a rules file can name them.
 """
 
@@ -158,6 +158,17 @@ RULES: dict[str, RuleInfo] = {r.plugin_id: r for r in (
              "The endpoint answered 2xx to an input of the wrong type or shape.",
              "Validate shape and dtype against the model's signature.",
              "https://cwe.mitre.org/data/definitions/20.html", passive=False),
+    RuleInfo("190006", "HTTP Request Desync", Risk.HIGH, C.MEDIUM, 444, 26,
+             "The server does not frame requests as RFC 9112 says: it answered the body of a "
+             "request as a request of its own, or kept a connection open after a request whose "
+             "length was ambiguous (Content-Length with Transfer-Encoding, two lengths), or took "
+             "an obs-fold continuation line for a header. Behind a keep-alive proxy or ingress "
+             "that frames the same bytes differently, one client can smuggle a request into "
+             "another client's connection (request smuggling).",
+             "Serve through a maintained HTTP parser that consumes every body by its framing "
+             "(also when the request is refused) and answers ambiguous framing, obs-fold and "
+             "invalid lengths with 400 and a closed connection.",
+             "https://www.rfc-editor.org/rfc/rfc9112#section-6.3", passive=False),
     RuleInfo("190005", "No Request Size Limit", Risk.MEDIUM, C.MEDIUM, 770, 10,
              "The endpoint accepted a batch or body larger than its declared limit (or "
              "any size, when none is declared): one request can exhaust memory and CPU.",

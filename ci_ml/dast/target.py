@@ -82,9 +82,11 @@ def spec_from_model(path: Path) -> InputSpec:
     from ci_ml.serve.model import ServedModel
 
     model = ServedModel(path)
-    sig = model.signature
-    example = tuple(m * sig.scale for m in sig.mean) if sig.mean else ()
-    return InputSpec(sample_shape=sig.sample_shape, example=example)
+    row = model.decoder.example_row()
+    example = tuple(float(v) for v in row) if isinstance(row, list) and all(
+        isinstance(v, int | float) for v in row) else ()
+    return InputSpec(sample_shape=model.decoder.protocol_inputs()[0].sample_shape,
+                     example=example)
 
 
 def get_paths(doc: Mapping[str, Any] | None) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import importlib.metadata
 import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from ci_ml.fsutil import atomic_write_json, atomic_write_text
 from ci_ml.resources import render_template, template_environment
 from ci_ml.serve.settings import LogSettings, ServeSettings
 
-SERVER_PACKAGES = ("onnxruntime", "numpy")
+# The server's whole runtime: no torch, no training code (uvloop is optional).
+SERVER_PACKAGES = ("onnxruntime", "numpy", "uvicorn", "httptools", "prometheus-client")
+OPTIONAL_SERVER_PACKAGES = ("uvloop",)
 HOST_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"),
                    Path("/etc/pki/tls/certs/ca-bundle.crt"))
 LOG_DIR = "/var/lib/ci-ml/log"
@@ -71,10 +73,12 @@ def image_spec(section: Mapping[str, Any], project: str, model: Path, model_sha2
 
 def _pins() -> list[str]:
     pins = []
-    for name in SERVER_PACKAGES:
+    for name in SERVER_PACKAGES + OPTIONAL_SERVER_PACKAGES:
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
+            if name in OPTIONAL_SERVER_PACKAGES:
+                continue
             raise ToolError(f"{name} is not installed here; the image pins the server's "
                             "versions to this environment's") from None
     return pins
@@ -105,8 +109,10 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
     for rel in ("__init__.py", "errors.py", "py.typed"):
         if (package / rel).is_file():
             shutil.copy2(package / rel, app / rel)
-    for src in sorted((package / "serve").glob("*.py")):
-        shutil.copy2(src, app / "serve" / src.name)
+    for src in sorted((package / "serve").rglob("*.py")):
+        dest_file = app / "serve" / src.relative_to(package / "serve")
+        dest_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest_file)
     atomic_write_text(dest / "requirements.txt", "\n".join(_pins()) + "\n")
     ca = next((p for p in HOST_CA_BUNDLES if p.is_file()), None)
     if ca is not None:
@@ -115,8 +121,8 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
     log = settings.log
     in_image = LogSettings(path=Path(LOG_DIR) / log.path.name, sample_rate=log.sample_rate,
                            max_bytes=log.max_bytes) if log.path else LogSettings(path=None)
-    image_settings = ServeSettings(host="0.0.0.0", port=spec.port,  # noqa: S104 - in a container
-                                   threads=settings.threads, limits=settings.limits, log=in_image)
+    image_settings = replace(settings, host="0.0.0.0", port=spec.port,  # noqa: S104 - in a container
+                             log=in_image)
     atomic_write_json(rootfs / "srv" / "serve.json", image_settings.to_json())
     env = template_environment("docker", autoescape=False)  # a Dockerfile, not HTML
     values = {"base_image": spec.base_image, "user": spec.user, "uid": spec.uid,

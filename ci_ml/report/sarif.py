@@ -11,6 +11,7 @@ a run with ``executionSuccessful: false``, never an empty clean run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,7 @@ import ci_ml
 from ci_ml.scan.interface import Finding, ScanResult, ScanStatus, Severity
 from ci_ml.scan.waivers import Waiver
 
+_VERSION = re.compile(r"\d+(?:\.\d+)*(?:[-+.]?[0-9A-Za-z]+)*")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 FINGERPRINT_KEY = "ciMlFingerprint/v1"
 # GitHub: >= 9.0 critical, 7.0-8.9 high, 4.0-6.9 medium, 0.1-3.9 low. Unknown counts as medium.
@@ -60,8 +62,8 @@ def _location(finding: Finding) -> dict[str, Any] | None:
     if loc.path and not loc.image:
         # Project files are relative to the project root; paths inside an image are not.
         physical["artifactLocation"]["uriBaseId"] = "%SRCROOT%"
-    if loc.path and loc.line:
-        physical["region"] = {"startLine": loc.line}
+    # A finding about a whole file (or URL) points at its first line, as GitHub shows it.
+    physical["region"] = {"startLine": loc.line if loc.path and loc.line else 1}
     out: dict[str, Any] = {"physicalLocation": physical}
     logical = []
     if loc.package:
@@ -89,8 +91,28 @@ def _rule(finding: Finding, worst: float) -> dict[str, Any]:
     refs = [r for r in finding.references if r.startswith(("http://", "https://"))]
     if refs:
         rule["helpUri"] = refs[0]
-        rule["help"] = {"text": "\n".join(refs)}
+    rule["help"] = _help(finding, description, refs)
     return rule
+
+
+def _help(finding: Finding, description: str, refs: list[str]) -> dict[str, str]:
+    """GitHub shows a rule's help beside every alert (and rejects rules without one): what
+    to do first (the tool's solution or fixed version), then what it is, then references."""
+    todo = str(finding.raw.get("solution") or finding.raw.get("resolution") or "").strip()
+    if finding.fix_version:
+        what = finding.location.package or "the package"
+        todo = (todo + "\n" if todo else "") + f"Upgrade {what} to {finding.fix_version} or later."
+    parts = [p for p in (todo, description.strip()[:4000]) if p]
+    text = "\n\n".join(parts + (["References:\n" + "\n".join(refs)] if refs else []))
+    markdown = "\n\n".join(parts + (["**References**\n\n" + "\n".join(f"- <{r}>" for r in refs)]
+                                     if refs else []))
+    return {"text": text or finding.title or finding.id, "markdown": markdown or finding.id}
+
+
+def numeric_version(version: str) -> str | None:
+    """``ZAP 2.16.1`` -> ``2.16.1``: SARIF consumers compare versions that start with a number."""
+    match = _VERSION.search(version or "")
+    return match.group(0) if match else None
 
 
 def _result(finding: Finding, rule_index: int, waiver: Waiver | None) -> dict[str, Any]:
@@ -150,8 +172,14 @@ def sarif_run(result: ScanResult, waived: Mapping[str, Waiver]) -> dict[str, Any
     driver: dict[str, Any] = {"name": result.tool or result.scanner,
                               "informationUri": TOOL_URIS.get(result.tool, TOOL_URIS["ci-ml"]),
                               "rules": rules}
-    if result.tool_version:
-        driver["version"] = result.tool_version
+    version = numeric_version(result.tool_version or "")
+    if version is None:
+        # The tool did not run (or said no version): the run is ci-ml's report of that.
+        driver.update(name="ci-ml", informationUri=TOOL_URIS["ci-ml"])
+        version = ci_ml.__version__
+    driver["version"] = version
+    if result.tool_version and result.tool_version != version:
+        driver["properties"] = {"versionText": result.tool_version}
     return {
         "tool": {"driver": driver},
         "automationDetails": {"id": f"ci-ml/{result.scanner}/"},

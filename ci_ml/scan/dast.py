@@ -90,14 +90,13 @@ def served_target(options: Mapping[str, Any]) -> Iterator[tuple[str, str | None]
         raise DastError(f"no target: scan.dast.target is not set and there is no model to serve "
                         f"at {model_path or PRUNED_MODEL} (run `ci-ml prune` first, or pass "
                         "--target URL)")
-    from ci_ml.serve.model import ServedModel
-    from ci_ml.serve.server import start_background
+    from ci_ml.serve.server import load_model, start_background
     from ci_ml.serve.settings import ServeSettings
 
     section = dict(options.get("serve") or {})
     settings = ServeSettings.from_section(section)
     reported_port = settings.port or 8080
-    model = ServedModel(Path(model_path), threads=settings.threads)
+    model = load_model(Path(model_path), settings)
     running = start_background(model, replace(settings, host="127.0.0.1", port=0))
     try:
         yield running.url, f"http://127.0.0.1:{reported_port}"

@@ -1,6 +1,8 @@
-"""The model server: ONNX Runtime behind a small, hardened HTTP JSON API.
+"""The model server: ONNX Runtime behind a hardened HTTP API (uvicorn on llhttp).
 
-Nothing in this package imports torch, click, yaml or jsonschema: the container
-image ships only ``ci_ml/__init__.py``, ``ci_ml/errors.py`` and this package,
-plus onnxruntime and numpy.
+``/predict`` (rows of raw values), the Open Inference Protocol under ``/v2``, Prometheus
+metrics at ``/metrics``. Nothing in this package imports torch, yaml, jsonschema or the
+config loader: the container image ships only ``ci_ml/__init__.py``, ``ci_ml/errors.py``
+and this package, plus onnxruntime, numpy, uvicorn (with click and h11, its own
+dependencies), httptools, uvloop and prometheus-client.
 """

@@ -1,7 +1,8 @@
 """``python -m ci_ml.serve``: the container's entry point (no click, no config loader).
 
-Settings come from a JSON file written by ``ci-ml deploy build``; ``CI_ML_SERVE_HOST``
-and ``CI_ML_SERVE_PORT`` (or --host/--port) override the address at run time.
+Settings come from a JSON file written by ``ci-ml deploy build``; ``CI_ML_SERVE_HOST``,
+``CI_ML_SERVE_PORT`` and ``CI_ML_SERVE_WORKERS`` (or --host/--port/--workers) override
+them at run time.
 """
 
 from __future__ import annotations
@@ -13,8 +14,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ci_ml.errors import EXIT_USAGE, CiMlError
+from ci_ml.errors import CiMlError, UsageError
 from ci_ml.serve.settings import ServeSettings
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{name} is not a number") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,29 +35,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settings", type=Path, help="server settings JSON")
     parser.add_argument("--host", default=os.environ.get("CI_ML_SERVE_HOST"))
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (0: one "
+                        "per CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    port = args.port
-    if port is None and os.environ.get("CI_ML_SERVE_PORT"):
-        try:
-            port = int(os.environ["CI_ML_SERVE_PORT"])
-        except ValueError:
-            print("error: CI_ML_SERVE_PORT is not a number", file=sys.stderr)
-            return EXIT_USAGE
     try:
-        from ci_ml.serve.model import ServedModel
-        from ci_ml.serve.server import create_server, serve_until_signalled
+        port = args.port if args.port is not None else _env_int("CI_ML_SERVE_PORT")
+        workers = args.workers if args.workers is not None else _env_int("CI_ML_SERVE_WORKERS")
+        from dataclasses import replace
+
+        from ci_ml.serve.server import serve_forever
 
         settings = ServeSettings.read(args.settings) if args.settings else ServeSettings()
         settings = settings.with_address(args.host, port)
-        model = ServedModel(args.model, threads=settings.threads)
-        server = create_server(model, settings)
+        if workers is not None:
+            settings = replace(settings, workers=workers)
+        if settings.version is None and os.environ.get("CI_ML_MODEL_VERSION"):
+            # The rendered Kubernetes manifests name the registry version they deploy.
+            settings = replace(settings, version=os.environ["CI_ML_MODEL_VERSION"])
+
+        def ready(url: str, n: int) -> None:
+            logging.getLogger("ci_ml.serve").info("serving %s with %d worker%s on %s",
+                                                  args.model.name, n, "s" * (n > 1), url)
+
+        serve_forever(args.model, settings, on_ready=ready)
     except CiMlError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    logging.getLogger("ci_ml.serve").info("serving %s on %s", args.model.name, server.url)
-    serve_until_signalled(server)
     return 0
 
 

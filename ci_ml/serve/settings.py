@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ci_ml.errors import InputError
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs the container may use (quota / period), or None when unlimited or unknown."""
+    try:
+        text = (root / "cpu.max").read_text().split()           # cgroup v2: "max 100000"
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        if text:
+            return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:                                                         # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -18,6 +38,9 @@ class Limits:
     max_connections: int = 64
     request_timeout_s: float = 10.0
     drain_timeout_s: float = 10.0
+    max_abs_input: float = 1e12
+    max_string: int = 4096
+    max_header_bytes: int = 16384
 
 
 @dataclass(frozen=True)
@@ -32,8 +55,26 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 1
+    workers: int = 1
+    name: str | None = None
+    version: str | None = None
     limits: Limits = field(default_factory=Limits)
     log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` 0 means one per CPU this process may use (at most 8): the CPUs it
+        may run on, capped by a container's CPU quota (cgroup v2 or v1)."""
+        if self.workers > 0:
+            return self.workers
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        quota = cgroup_cpu_quota()
+        if quota is not None:
+            cpus = min(cpus, max(1, math.ceil(quota)))
+        return max(1, min(cpus, 8))
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], root: Path | None = None) -> ServeSettings:
@@ -48,6 +89,9 @@ class ServeSettings:
             return cls(
                 host=str(section.get("host", cls.host)), port=int(section.get("port", cls.port)),
                 threads=int(section.get("threads", cls.threads)),
+                workers=int(section.get("workers", cls.workers)),
+                name=str(section["name"]) if section.get("name") else None,
+                version=str(section["version"]) if section.get("version") is not None else None,
                 limits=Limits(**{k: limits[k] for k in Limits.__dataclass_fields__ if k in limits}),
                 log=LogSettings(**{k: log[k] for k in LogSettings.__dataclass_fields__
                                    if k in log}),

@@ -1,7 +1,8 @@
-"""Strict parsing of a /predict body: JSON, shape, dtype, finite values, batch size.
+"""Strict parsing of request bodies: JSON, then ``/predict``'s ``{"inputs": [...]}`` envelope.
 
 Every way a request can be wrong becomes a ``RequestError`` with an HTTP status and
-a message safe to send back (it names the position, never echoes long input).
+a message safe to send back (it names the position, never echoes long input). What a
+row must hold is the model's decoder's business (``ci_ml.serve.decoders``).
 """
 
 from __future__ import annotations
@@ -9,18 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
+from ci_ml.serve.decoders.interface import RequestError
 
-from ci_ml.serve.model import Signature
-
-
-class RequestError(Exception):
-    """A client's request is unacceptable: answered with ``status`` and ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = ["RequestError", "parse_json", "parse_rows"]
 
 
 class _NonFinite(ValueError):
@@ -42,11 +34,6 @@ def _kind(value: Any) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _is_number(value: Any) -> bool:
-    t = type(value)
-    return t is float or t is int
-
-
 def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
@@ -65,23 +52,8 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, f"malformed JSON: {str(exc)[:80]}") from None
 
 
-def _flatten(value: Any, shape: tuple[int, ...], out: list[Any], where: str) -> None:
-    if not isinstance(value, list):
-        raise RequestError(422, f"{where}: expected a list of {shape[0]}, got {_kind(value)}")
-    if len(value) != shape[0]:
-        raise RequestError(422, f"{where}: expected {shape[0]} values, got {len(value)}")
-    if len(shape) == 1:
-        for i, v in enumerate(value):
-            if not _is_number(v):
-                raise RequestError(422, f"{where}[{i}]: expected a number, got {_kind(v)}")
-        out.extend(value)
-        return
-    for i, v in enumerate(value):
-        _flatten(v, shape[1:], out, f"{where}[{i}]")
-
-
-def parse_inputs(doc: Any, signature: Signature, max_batch: int) -> np.ndarray:
-    """The validated raw features as a (batch, n_features) float64 array."""
+def parse_rows(doc: Any, max_batch: int) -> list[Any]:
+    """``/predict``'s body -> its rows (a non-empty list within the batch limit)."""
     if not isinstance(doc, dict):
         raise RequestError(422, f"body must be a JSON object with 'inputs', got {_kind(doc)}")
     extra = sorted(k for k in doc if k != "inputs")
@@ -97,35 +69,4 @@ def parse_inputs(doc: Any, signature: Signature, max_batch: int) -> np.ndarray:
         raise RequestError(422, "'inputs' is empty")
     if len(inputs) > max_batch:
         raise RequestError(413, f"batch of {len(inputs)} samples exceeds the limit of {max_batch}")
-    n = signature.n_features
-    shape = signature.sample_shape
-    flat: list[Any] = []
-    for i, sample in enumerate(inputs):
-        where = f"inputs[{i}]"
-        if isinstance(sample, list) and len(sample) == n and all(map(_is_number, sample)):
-            flat.extend(sample)  # the flat form: n feature values
-        elif len(shape) > 1 and isinstance(sample, list) and sample and isinstance(sample[0], list):
-            _flatten(sample, shape, flat, where)
-        elif isinstance(sample, list) and len(sample) == n:
-            bad = next(j for j, v in enumerate(sample) if not _is_number(v))
-            raise RequestError(422, f"{where}[{bad}]: expected a number, got {_kind(sample[bad])}")
-        else:
-            got = f"{len(sample)} values" if isinstance(sample, list) else _kind(sample)
-            raise RequestError(422, f"{where}: expected {n} numbers or a nested list of shape "
-                                    f"{list(shape)}, got {got}")
-    try:
-        arr = np.asarray(flat, dtype=np.float64).reshape(len(inputs), n)
-    except OverflowError:
-        raise RequestError(422, "a number is too large to be a model input") from None
-    finite = np.isfinite(arr)
-    if not finite.all():
-        row, col = map(int, np.argwhere(~finite)[0])
-        raise RequestError(422, f"inputs[{row}] feature {col}: non-finite value")
-    return arr
-
-
-def check_prepared(x: np.ndarray) -> None:
-    """After scaling and the cast to the graph's dtype, values must still be finite."""
-    if not np.isfinite(x).all():
-        raise RequestError(422, "an input is out of range for the model's number type")
-
+    return inputs

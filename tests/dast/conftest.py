@@ -12,21 +12,30 @@ from tests.serve.conftest import served, tiny_model  # noqa: F401  (fixtures)
 # Our own server on a tiny model: the same fixtures as the serve tests.
 
 
-@pytest.fixture
-def weak_server() -> Iterator[str]:
-    """fixtures/weak_server/server.py in a subprocess on a free loopback port."""
+def _fixture_server(script: str) -> Iterator[str]:
+    """A fixtures/weak_server/ script in a subprocess on a free loopback port."""
     import subprocess
     import sys
 
     from tests.conftest import FIXTURES
 
-    proc = subprocess.Popen([sys.executable, str(FIXTURES / "weak_server" / "server.py")],
+    proc = subprocess.Popen([sys.executable, str(FIXTURES / "weak_server" / script)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline().split()[-1])
     yield f"http://127.0.0.1:{port}"
     proc.kill()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def weak_server() -> Iterator[str]:
+    yield from _fixture_server("server.py")
+
+
+@pytest.fixture
+def naive_server() -> Iterator[str]:
+    yield from _fixture_server("naive_http.py")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from ci_ml.scan.interface import Severity
 from ci_ml.serve.server import RunningServer
 
 WEAK_SERVER_IDS = {"10020", "10021", "10036", "10037", "10038", "10010", "10054", "10098",
-                   "90022", "40008", "190001", "190005"}
+                   "90022", "40008", "190001", "190005", "190006"}
 
 
 def scan(url: str, **options: float) -> tuple[list, object]:  # type: ignore[type-arg]
@@ -56,9 +56,37 @@ def test_weak_server_expected_rules(weak_server: str) -> None:
     assert any("stopped answering" in n for n in report.notes)  # type: ignore[attr-defined]
 
 
+def test_desync_flaws_of_the_weak_server_with_evidence(weak_server: str) -> None:
+    findings, _ = scan(weak_server)
+    desync = {(f.raw["alertRef"], f.raw["method"]): f for f in findings if f.id == "190006"}
+    assert {("190006-1", "DELETE"), ("190006-1", "POST"), ("190006-2", "GET"),
+            ("190006-3", "POST")} <= set(desync)
+    refused = desync[("190006-1", "DELETE")]
+    assert refused.severity is Severity.HIGH and refused.aliases == ("CWE-444",)
+    assert "2 responses (405, 404)" in refused.raw["evidence"]
+    assert "kept the connection open" in desync[("190006-3", "POST")].raw["evidence"] \
+        or "2 responses" in desync[("190006-3", "POST")].raw["evidence"]
+
+
+def test_desync_finds_a_naive_parser_taking_folded_lines_as_headers(naive_server: str) -> None:
+    from ci_ml.dast import desync
+
+    alerts = list(desync.check(naive_server, "/predict", "/health", 3.0))
+    refs = {a.alert_ref for a in alerts}
+    assert refs == {"190006-3", "190006-4"}
+    fold = next(a for a in alerts if a.alert_ref == "190006-4")
+    assert "taken as a Content-Length header" in fold.evidence and fold.method == "GET"
+
+
+def test_desync_finds_nothing_in_our_server(served: RunningServer) -> None:
+    from ci_ml.dast import desync
+
+    assert list(desync.check(served.url, "/predict", "/health", 3.0)) == []
+
+
 def test_passive_only_sends_no_attacks(weak_server: str) -> None:
     findings, report = scan(weak_server, active=False)
-    assert {f.id for f in findings}.isdisjoint({"40008", "190001", "190005"})
+    assert {f.id for f in findings}.isdisjoint({"40008", "190001", "190005", "190006"})
     assert report.requests < 10                              # type: ignore[attr-defined]
     assert Client(weak_server, 5).send("GET", "/health").status == 200
 

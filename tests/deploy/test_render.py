@@ -82,6 +82,11 @@ def test_renders_stable_and_canary_that_pass_both_validators(project: Path,
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
     assert rendered["networkpolicy.yaml"]["spec"]["egress"] == []
+    for deployment in (stable, canary):      # Prometheus finds every pod's /metrics
+        scrape = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert (scrape["prometheus.io/scrape"], scrape["prometheus.io/path"]) == \
+            ("true", "/metrics")
+        assert scrape["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
     report = json.loads((k8s / "validation.json").read_text())
     assert report["canary"]["version"] == 2 and report["validated"] is True
     assert "canary v2 at 10% (ingress-nginx)" in result.stdout

@@ -86,3 +86,43 @@ def test_notes_become_notifications() -> None:
     notes = image["invocations"][0]["toolExecutionNotifications"]
     assert notes == [{"level": "note",
                       "message": {"text": "3 non-PyPI package(s) (3 deb) were not checked"}}]
+
+
+def test_github_ingestion_rules_pass(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The SARIF multitool's GitHub rules: every rule has help, versions are numeric, every
+    location has a region; a scan that did not run still names a versioned driver."""
+    import json
+    from dataclasses import replace
+
+    from tests.sarif_multitool import problems
+
+    scans = samples.all_scans()
+    scans["dast"] = replace(scans["dast"], tool_version="ZAP 2.16.1")
+    scans["model"] = replace(scans["model"], tool_version="ci-ml 0.1.0")
+    scans["secrets"] = replace(samples.failed("code", "bandit"), scanner="secrets")
+    waived = {s.finding.fingerprint: s.waiver for s in samples.waiver_report(scans).suppressed}
+    assert waived                                   # a suppression is in the file, too
+    doc = render_sarif(scans, waived)
+    path = tmp_path / "report.sarif"
+    path.write_text(json.dumps(doc))
+    assert problems([path]) == []
+    runs = _runs(doc)
+    assert runs["dast"]["tool"]["driver"]["version"] == "2.16.1"
+    assert runs["dast"]["tool"]["driver"]["properties"]["versionText"] == "ZAP 2.16.1"
+    dast_rule = runs["dast"]["tool"]["driver"]["rules"][0]
+    assert dast_rule["help"]["text"]                            # ZAP's solution is kept
+    assert runs["secrets"]["tool"]["driver"]["name"] == "ci-ml"   # bandit never ran
+
+
+def test_the_multitool_does_catch_a_rule_without_help(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from tests.sarif_multitool import problems
+
+    doc = render_sarif(samples.all_scans())
+    del doc["runs"][0]["tool"]["driver"]["rules"][0]["help"]
+    doc["runs"][0]["tool"]["driver"]["version"] = "bandit one"
+    path = tmp_path / "broken.json"             # not *.sarif: the session check skips it
+    path.write_text(json.dumps(doc))
+    found = problems([path])
+    assert any("GH2012" in p for p in found) and any("SARIF2005" in p for p in found)

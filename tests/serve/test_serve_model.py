@@ -15,18 +15,25 @@ from tests.serve.factory import expected, make_model
 RAW = np.array([[1.0, 2.0, 3.0, 4.0], [-4.0, 0.0, 8.0, 1.5], [0.0, 0.0, 0.0, 0.0]])
 
 
+def predict(model: ServedModel, raw: np.ndarray) -> tuple[list[str], np.ndarray]:
+    result = model.predict(model.decoder.decode_rows(raw.tolist()))
+    assert result.labels is not None and result.probabilities is not None
+    return result.labels, result.probabilities
+
+
 def test_signature_comes_from_graph_and_card(tiny_model: Path) -> None:
-    sig = ServedModel(tiny_model).signature
-    assert (sig.input_name, sig.output_name) == ("input", "logits")
-    assert sig.sample_shape == (1, 2, 2) and sig.n_features == 4
-    assert sig.fixed_batch is None and sig.dtype == "float32"
-    assert sig.classes == ("a", "b", "c") and sig.scale == 2.0
+    model = ServedModel(tiny_model)
+    (spec,) = model.decoder.protocol_inputs()
+    assert (spec.name, model.output_name) == ("input", "logits")
+    assert spec.shape == (-1, 1, 2, 2) and spec.datatype == "FP32"
+    assert model.fixed_batch is None
+    assert model.card.classes == ("a", "b", "c") and model.decoder.describe()["scale"] == 2.0
 
 
 @pytest.mark.parametrize("standardize", [False, True])
 def test_predictions_match_numpy(tmp_path: Path, standardize: bool) -> None:
     model = ServedModel(make_model(tmp_path, standardize=standardize))
-    labels, probs = model.predict(RAW)
+    labels, probs = predict(model, RAW)
     want_labels, want_probs = expected(RAW, standardize=standardize)
     assert labels == want_labels
     np.testing.assert_allclose(probs, want_probs, rtol=1e-5)
@@ -35,8 +42,8 @@ def test_predictions_match_numpy(tmp_path: Path, standardize: bool) -> None:
 
 def test_fixed_batch_graph_runs_in_padded_chunks(tmp_path: Path) -> None:
     model = ServedModel(make_model(tmp_path, batch=2))
-    assert model.signature.fixed_batch == 2
-    labels, probs = model.predict(RAW)          # 3 rows through a batch-2 graph
+    assert model.fixed_batch == 2
+    labels, probs = predict(model, RAW)          # 3 rows through a batch-2 graph
     assert labels == expected(RAW)[0] and probs.shape == (3, 3)
 
 

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from ci_ml.serve.app import SECURITY_HEADERS
 from ci_ml.serve.model import ServedModel
-from ci_ml.serve.server import SECURITY_HEADERS, RunningServer, start_background
+from ci_ml.serve.server import RunningServer, start_background
 from ci_ml.serve.settings import Limits, LogSettings, ServeSettings
 from tests.serve.factory import expected
 
@@ -85,10 +86,19 @@ def test_every_answer_is_hardened_json(served: RunningServer, method: str, path:
 
 def test_missing_length_and_chunked_bodies(served: RunningServer) -> None:
     parts = urlsplit(served.url)
+    body = b'{"inputs": [[1, 2, 3, 4]]}'
     with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        # A chunked body is framed by the parser and capped like any other.
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-        assert sock.recv(4096).startswith(b"HTTP/1.1 411")
+                     b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body
+                     + b"\r\n0\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        chunk = b"9" * 3000
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + (b"%x\r\n" % len(chunk) + chunk
+                                                              + b"\r\n") * 2 + b"0\r\n\r\n")
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer
     with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 411")
@@ -128,10 +138,10 @@ def test_keep_alive_serves_many_requests_on_one_connection(served: RunningServer
 def test_an_internal_error_is_logged_not_sent(served: RunningServer,
                                               monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    def boom(x: np.ndarray) -> Any:
+    def boom(batch: Any) -> Any:
         raise RuntimeError("secret internal detail /srv/model/x.py line 3")
 
-    monkeypatch.setattr(served.server.model, "predict_prepared", boom)
+    monkeypatch.setattr(served.app.model, "predict", boom)
     with caplog.at_level(logging.ERROR, logger="ci_ml.serve"):
         status, hdrs, body = request(served, "POST", "/predict", b'{"inputs": [[1,2,3,4]]}')
     assert status == 500
@@ -146,7 +156,8 @@ def test_openapi_document_describes_the_signature(served: RunningServer) -> None
     status, _, body = request(served, "GET", "/openapi.json")
     doc = json.loads(body)
     assert status == 200 and doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/predict", "/health", "/ready", "/openapi.json"}
+    assert {"/predict", "/health", "/ready", "/openapi.json", "/v2/models/{name}"} \
+        <= set(doc["paths"])
     req = doc["components"]["schemas"]["PredictRequest"]
     assert req["properties"]["inputs"]["maxItems"] == 8
     nested, flat = req["properties"]["inputs"]["items"]["oneOf"]
@@ -177,15 +188,16 @@ def test_connection_limit_answers_503(tiny_model: Path) -> None:
 def test_drain_lets_in_flight_requests_finish(tiny_model: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     srv = start_background(ServedModel(tiny_model), ServeSettings(port=0))
-    real = srv.server.model.predict_prepared
+    srv.app.inline_budget_s = 0.0      # this "slow model" runs where a slow model would
+    real = srv.app.model.predict
     entered = threading.Event()
 
-    def slow(x: np.ndarray) -> Any:
+    def slow(batch: Any) -> Any:
         entered.set()
         time.sleep(0.5)
-        return real(x)
+        return real(batch)
 
-    monkeypatch.setattr(srv.server.model, "predict_prepared", slow)
+    monkeypatch.setattr(srv.app.model, "predict", slow)
     result: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(r=predict(srv, [[1, 2, 3, 4]])))
     worker.start()
@@ -215,10 +227,27 @@ def test_request_log_samples_and_rotates(tiny_model: Path, tmp_path: Path) -> No
     srv.stop()
     lines = [json.loads(x) for p in (log.with_name("requests.jsonl.1"), log) if p.exists()
              for x in p.read_text().splitlines()]
-    assert srv.server.request_log.written == 11             # exactly half of 22 requests
+    assert srv.app.request_log.written == 11                # exactly half of 22 requests
     assert log.with_name("requests.jsonl.1").exists()       # rotated past max_bytes ...
     assert 0 < len(lines) < 11 and log.stat().st_size < 1024   # ... keeping one old file
     ok = [x for x in lines if x["status"] == 200]
-    assert all(len(x["inputs"][0]) == 4 and x["predictions"][0] in "abc" for x in ok)
-    assert all(0 < x["confidence"][0] <= 1 and x["latency_ms"] >= 0 for x in ok)
-    assert any(x["status"] == 422 and "non-finite" in x["error"] for x in lines)
+    assert ok and all(len(x["inputs"][0]) == 4 and x["outputs"][0]["label"] in "abc" for x in ok)
+    assert all(abs(sum(x["outputs"][0]["probabilities"]) - 1) < 1e-5 and x["latency_ms"] >= 0
+               for x in ok)
+    for x in lines:
+        assert set(x) == {"id", "ts", "model_digest", "model_version", "route", "status",
+                          "latency_ms", "inputs", "outputs"}
+        assert x["ts"].endswith("Z") and x["route"] == "/predict"
+        assert x["model_digest"] == srv.app.model.sha256 and x["model_version"] is None
+    assert any(x["status"] == 422 and x["outputs"] is None for x in lines)
+
+
+def test_request_ids_are_the_servers_own(served: RunningServer) -> None:
+    """A client cannot choose the id its request is logged under (late labels join on it)."""
+    ids = set()
+    for _ in range(3):
+        status, hdrs, body = request(served, "POST", "/predict", b'{"inputs": [[1, 2, 3, 4]]}',
+                                     {"X-Request-Id": "chosen-by-client"})
+        assert status == 200 and json.loads(body)["id"] == hdrs["x-request-id"]
+        ids.add(hdrs["x-request-id"])
+    assert len(ids) == 3 and "chosen-by-client" not in ids
