@@ -7,14 +7,12 @@ order of positional inputs, and predictions on reference rows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ci_ml.monitor.interface import MonitorInputError, Task
-from ci_ml.monitor.sketch import number_or_nan
 
 
 @dataclass(frozen=True)
@@ -51,24 +49,26 @@ class MonitoredModel:
         self.identity = ModelIdentity(self._served.sha256, version, self._served.path)
         card = self._served.card
         self.classes = tuple(card.classes)
-        self.features = tuple(card.features) or tuple(
-            f"f{i}" for i in range(self._served.signature.n_features))
-        self.task = Task.CLASSIFICATION
+        self.task = Task(card.task)
+        width = math.prod(self._served.inputs[0].sample_shape) if self._served.inputs else 0
+        self.features = tuple(str(f) for f in card.doc.get("features") or ()) or tuple(
+            f"f{i}" for i in range(width))
         self.directory = self._served.path.parent
 
-    def predict_labels(self, rows: list[list[Any]]) -> list[str] | None:
-        """Predicted labels for raw rows in feature order; None when the rows are not all
-        numbers this model can take (then the caller falls back to another reference)."""
-        values = []
-        for row in rows:
-            parsed = [number_or_nan(v) for v in row]
-            if not all(ok for _, ok in parsed):
+    def predict(self, rows: list[Any]) -> list[str] | list[float] | None:
+        """Predicted labels (or values) for raw rows, decoded as the server decodes a request;
+        None when the server would refuse them (the caller then uses another reference)."""
+        from ci_ml.serve.decoders.interface import RequestError
+
+        out: list[Any] = []
+        for start in range(0, len(rows), 256):
+            try:
+                batch = self._served.decoder.decode_rows(rows[start:start + 256])
+            except RequestError:
                 return None
-            values.append([v for v, _ in parsed])
-        if not values:
-            return []
-        x = np.nan_to_num(np.asarray(values, dtype=np.float64))
-        labels: list[str] = []
-        for start in range(0, len(x), 1024):
-            labels.extend(self._served.predict(x[start:start + 1024])[0])
-        return labels
+            result = self._served.predict(batch)
+            if result.labels is not None:
+                out.extend(result.labels)
+            elif result.values is not None:
+                out.extend(float(v) for v in result.values.reshape(len(batch.rows), -1)[:, 0])
+        return out

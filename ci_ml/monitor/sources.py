@@ -10,11 +10,14 @@ scheduled job does not rebuild it from the data every time.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.monitor import profile
@@ -30,10 +33,12 @@ from ci_ml.monitor.reference import (
     StoredReference,
     build_reference,
     from_json,
+    numeric_histogram,
     read_csv_columns,
     read_json_file,
     to_json,
 )
+from ci_ml.monitor.sketch import number_or_nan
 
 CACHE_NAME = "monitor-reference.json"
 
@@ -95,6 +100,7 @@ class ComputedReference(ReferenceSource):
         metrics, metric_rows = model_metrics(self.model.directory) if self.model else ({}, 0)
         ref = build_reference(columns, features, source=f"computed from data.train "
                               f"({self.train.name}, {len(columns[self.target])} rows)",
+                              task=self.model.task if self.model else Task.CLASSIFICATION,
                               predictions=predictions, metrics=metrics, metric_rows=metric_rows)
         if self.cache is not None:
             atomic_write_json(self.cache, {"key": key, "reference": to_json(ref)})
@@ -103,15 +109,31 @@ class ComputedReference(ReferenceSource):
     def _predictions(self, columns: Mapping[str, list[str]], features: list[str]
                      ) -> PredictionReference:
         if self.model is not None:
-            rows = [list(r) for r in zip(*(columns[f] for f in features), strict=True)]
-            labels = self.model.predict_labels(rows)
-            if labels is not None:
-                return PredictionReference(Task.CLASSIFICATION, dict(sorted(Counter(labels)
-                                                                            .items())),
-                                           source="the model's predictions on data.train")
+            raw = list(zip(*(columns[f] for f in features), strict=True))
+            parsed = [[_cell(v) for v in row] for row in raw]
+            preds = self.model.predict(parsed)
+            if preds is None:       # a decoder that wants named fields
+                preds = self.model.predict([dict(zip(features, row, strict=True))
+                                            for row in parsed])
+            source = "the model's predictions on data.train"
+            if preds is not None and self.model.task is Task.REGRESSION:
+                return PredictionReference(Task.REGRESSION, values=numeric_histogram(
+                    np.asarray(preds, dtype=float)), source=source)
+            if preds is not None:
+                counts = Counter(str(p) for p in preds)
+                return PredictionReference(Task.CLASSIFICATION, dict(sorted(counts.items())),
+                                           source=source)
         target = Counter(v.strip() for v in columns[self.target] if v.strip())
         return PredictionReference(Task.CLASSIFICATION, dict(sorted(target.items())),
                                    source="the target's distribution in data.train")
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell as a client would send it: a number, null when missing, else the string."""
+    number, valid = number_or_nan(text)
+    if not valid:
+        return text
+    return None if math.isnan(number) else number
 
 
 class WithModelMetrics(ReferenceSource):

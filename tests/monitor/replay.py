@@ -37,6 +37,17 @@ def read_split(path: Path, target: str) -> Split:
     return Split(features, x, tuple(r[t] for r in body))
 
 
+def predict(model: ServedModel, rows: np.ndarray) -> list[str]:
+    """The model's labels for raw rows, decoded and answered as the server does."""
+    labels: list[str] = []
+    for start in range(0, len(rows), 256):
+        batch = model.decoder.decode_rows([[float(v) for v in r] for r in rows[start:start + 256]])
+        result = model.predict(batch)
+        assert result.labels is not None
+        labels.extend(result.labels)
+    return labels
+
+
 @dataclass
 class Traffic:
     """One window of requests (batch 1 each): rows, true labels, predictions, latencies."""
@@ -59,7 +70,7 @@ def draw(split: Split, model: ServedModel, seed: int, size: int,
         p = w / w.sum()
     index = rng.choice(len(split.labels), size=size, replace=replace, p=p)
     rows = split.x[index].copy()
-    predicted, _ = model.predict(rows)
+    predicted = predict(model, rows)
     # Latencies like the server's: around a millisecond, with a tail.
     latency = rng.lognormal(mean=0.0, sigma=0.5, size=size)
     return Traffic(rows, [split.labels[i] for i in index], list(predicted), latency,
@@ -68,7 +79,7 @@ def draw(split: Split, model: ServedModel, seed: int, size: int,
 
 def repredict(traffic: Traffic, model: ServedModel) -> None:
     """After a fault changed the rows, the model's answers change with them."""
-    traffic.predicted = list(model.predict(traffic.rows)[0])
+    traffic.predicted = predict(model, traffic.rows)
 
 
 def log_lines(traffic: Traffic, digest: str, *, end: datetime | None = None,

@@ -18,7 +18,7 @@ from ci_ml.monitor.profile import FORMAT, reference_from_profile
 from ci_ml.monitor.run import MonitorRequest, run_monitor
 from ci_ml.serve.model import ServedModel
 from tests.monitor.conftest import WINDOW_ROWS
-from tests.monitor.replay import Split, draw, log_lines, repredict, write_log
+from tests.monitor.replay import Split, draw, log_lines, predict, repredict, write_log
 
 
 def number_profile(values: np.ndarray) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def profiled_model(tmp_path: Path, trained: Path, digits_model: ServedModel,
     """A copy of the trained model directory with a stored training profile beside it."""
     model_dir = tmp_path / "model"
     shutil.copytree(trained / "out" / "pruned", model_dir)
-    predicted, _ = digits_model.predict(test_split.x)
+    predicted = predict(digits_model, test_split.x)
     atomic_write_json(model_dir / "reference-profile.json", {
         "format": FORMAT, "rows": len(train_split.labels),
         "source": {"path": "train.csv", "sha256": "0" * 64},
