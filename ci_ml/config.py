@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from ci_ml.errors import ConfigError
+from ci_ml.yamlio import check_finite, key_path, parse_yaml, read_text_file
 
 DEFAULT_CONFIG_NAMES = ("ci-ml.yaml", "ci-ml.yml")
 PYPROJECT = "pyproject.toml"
@@ -98,25 +98,8 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Config
     return Config(path=path.resolve(), data=apply_defaults(raw, config_schema()))
 
 
-def _read_text(path: Path) -> str:
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-    if b"\x00" in data:
-        raise ConfigError(f"{path}: not a text file (binary data), expected YAML")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), expected YAML") from exc
-
-
 def _read_document(path: Path) -> dict[str, Any]:
-    text = _read_text(path)
+    text = read_text_file(path, "config file")
     if path.name == PYPROJECT:
         try:
             doc: Any = tomllib.loads(text).get("tool", {}).get("ci-ml")
@@ -125,19 +108,14 @@ def _read_document(path: Path) -> dict[str, Any]:
         if doc is None:
             raise ConfigError(f"{path}: has no [tool.ci-ml] table")
     else:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{path}: {where}YAML syntax error: {problem}") from exc
+        doc = parse_yaml(text, str(path))
     if doc is None:
         raise ConfigError(f"{path}: config is empty, expected a mapping with 'data' and 'model'")
     if not isinstance(doc, dict):
         raise ConfigError(
             f"{path}: top level must be a mapping of keys, got {_type_name(doc)}"
         )
+    check_finite(doc, str(path))
     return doc
 
 
@@ -149,13 +127,6 @@ def validate(doc: Mapping[str, Any], path: Path) -> None:
         raise ConfigError(f"{path}: {_describe(error)}")
 
 
-def _key_path(parts: Any) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -164,7 +135,7 @@ def _type_name(value: Any) -> str:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
-    where = _key_path(error.absolute_path)
+    where = key_path(error.absolute_path)
     v, kind = error.validator_value, error.validator
     got = error.instance
     if kind == "additionalProperties" and isinstance(got, dict):

@@ -8,6 +8,7 @@ config schema accepts, so the next command can be ``ci-ml run``.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from ci_ml.config import validate
 from ci_ml.errors import InputError, UsageError
 from ci_ml.fsutil import IGNORED_DIRS, atomic_write_text
+from ci_ml.scan.advisory_source import AdvisorySource
 
 TARGET_NAMES = ("label", "target", "class", "y", "outcome", "species", "labels")
 AskFn = Callable[[list[str], str], str]
@@ -64,7 +66,20 @@ def guess_target(columns: list[str]) -> str:
     return columns[-1]
 
 
-def render_config(root: Path, train: Path, test: Path, target: str, n_features: int) -> str:
+def _deps_block(source: AdvisorySource | None) -> str:
+    """scan.deps lines for an advisory source that works where init ran (see advisory_source)."""
+    if source is None or source.kind == "none":
+        note = "# no advisory source answered where `ci-ml init` ran: set one" if source else ""
+        return f"    service: osv                 {note}\n"
+    if source.kind == "mirror":
+        return (f"    advisories: {json.dumps(source.advisories)}   # offline OSV mirror, "
+                "served to pip-audit on loopback\n")
+    url = f"    osv_url: {json.dumps(source.osv_url)}\n" if source.osv_url else ""
+    return "    service: osv                 # the OSV service answered where init ran\n" + url
+
+
+def render_config(root: Path, train: Path, test: Path, target: str, n_features: int,
+                  advisory: AdvisorySource | None = None) -> str:
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     code_paths = [d for d in ("src",) if (root / d).is_dir()] or ["."]
     has_reqs = (root / "requirements.txt").is_file()
@@ -104,13 +119,14 @@ scan:
   deps:
     enabled: {str(has_reqs).lower()}
     requirements: [requirements.txt]
-  model: {{}}
+{_deps_block(advisory)}  model: {{}}
 
 policy:
   staging:
     metrics:
       accuracy: {{min: 0.8}}
     findings: {{critical: 0, high: 0}}
+    scanners: {{deps: {{medium: 0}}}}   # a known advisory on a pin blocks (waive it to accept)
     required_scans: [code{', deps' if has_reqs else ''}]
   production:
     metrics:
@@ -121,7 +137,7 @@ policy:
 
 
 def init_project(directory: Path, *, target: str | None = None, force: bool = False,
-                 ask: AskFn | None = None) -> Path:
+                 ask: AskFn | None = None, advisory: AdvisorySource | None = None) -> Path:
     root = directory.resolve()
     if not root.is_dir():
         raise UsageError(f"{directory}: not a directory")
@@ -135,7 +151,7 @@ def init_project(directory: Path, *, target: str | None = None, force: bool = Fa
         target = ask(columns, guess) if ask else guess
     if target not in columns:
         raise InputError(f"{train}: no column {target!r}; columns are: {', '.join(columns[:10])}")
-    text = render_config(root, train, test, target, len(columns) - 1)
+    text = render_config(root, train, test, target, len(columns) - 1, advisory)
     validate(yaml.safe_load(text), dest)
     atomic_write_text(dest, text)
     return dest

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.utils import canonicalize_name
 
 from ci_ml.advisories.cvss import base_score, severity_of_score
 from ci_ml.advisories.versions import affected_entry_matches, first_fix_after
 from ci_ml.errors import InputError
 from ci_ml.scan.interface import Severity
+from ci_ml.yamlio import parse_yaml
 
 RECORD_SUFFIXES = (".yaml", ".yml", ".json")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _jsonable(value: Any) -> Any:
@@ -110,8 +109,10 @@ def _load_record(path: Path) -> Advisory:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"advisories: cannot read {path}: {exc}") from exc
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_Loader)  # noqa: S506 - safe loader
-    except (ValueError, yaml.YAMLError) as exc:
+        # A mirror can be tampered with like any input: the same strict loader as the config.
+        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text, str(path),
+                                                                          InputError)
+    except ValueError as exc:
         raise InputError(f"advisories: {path} is not a valid OSV record: "
                          f"{str(exc).splitlines()[0]}") from exc
     if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):

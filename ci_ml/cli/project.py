@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ci_ml.scaffold import init_project
+from ci_ml.scan.advisory_source import choose_source
 
 
 @click.command()
@@ -23,8 +24,11 @@ def init(directory: Path, target: str | None, force: bool) -> None:
         return str(click.prompt("Target (label) column", default=guess,
                                 type=click.Choice(candidates), show_choices=len(candidates) < 12))
 
-    path = init_project(directory, target=target, force=force, ask=ask)
+    advisory = choose_source(directory)
+    path = init_project(directory, target=target, force=force, ask=ask, advisory=advisory)
     click.echo(f"wrote {path}; next: ci-ml run --config {path}")
+    click.echo(f"dependency audit: {advisory.description}",
+               err=not advisory.reachable)
 
 
 COMMANDS = (init,)

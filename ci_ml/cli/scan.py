@@ -22,8 +22,10 @@ def scan() -> None:
     """Security scans. Each writes scans/<scanner>.json, then findings.json, report.sarif,
     the gl-*-report.json files, junit.xml and summary.md for every scan result in --out.
 
-    Exit codes: 0 the scan ran; 1 findings at or above --fail-on remain after waivers;
-    2 bad config or input; 3 the tool is missing, crashed, timed out or printed garbage.
+    Exit codes: 0 the scan ran; 1 findings at or above --fail-on remain after waivers, or
+    the scan is incomplete (something it was asked to cover could not be checked and no
+    waiver accepts that); 2 bad config or input; 3 the tool is missing, crashed, timed out
+    or printed garbage.
     """
 
 
@@ -55,6 +57,9 @@ def _finish(name: str, config: Config, out_dir: Path, quiet: bool, force: bool,
     if fail_on and outcome.above_threshold:
         click.echo(f"{outcome.above_threshold} {name} finding(s) at or above {fail_on} "
                    "remain after waivers", err=True)
+    if outcome.not_covered:
+        click.echo(f"scan {name} is incomplete ({len(outcome.not_covered)} not covered; the "
+                   f"gate blocks on it): {outcome.not_covered[0]}", err=True)
     sys.exit(outcome.exit_code)
 
 

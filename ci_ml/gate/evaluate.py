@@ -3,8 +3,10 @@
 Rules, in the order a reviewer reads them: the stage's prerequisite (production
 only for what passed staging), absolute metric thresholds, regression against
 the model now in the stage, latency/size limits from the prune report, data
-checks, required scans, finding budgets (overall and per scanner, after
-waivers), and expired waivers.
+checks, required scans (a failed or incomplete scan blocks, required or not), finding
+budgets (overall and per scanner, after waivers; a finding suppressed only in the code
+under review, by ``# nosec`` or a tree-local bandit config, still counts), and expired
+waivers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ci_ml.gate.interface import (
     RuleResult,
     StagePolicy,
 )
-from ci_ml.scan.interface import Finding, ScanStatus, Severity
+from ci_ml.scan.interface import Finding, ScanResult, ScanStatus, Severity
 from ci_ml.scan.waivers import WaiverReport, apply_waivers
 
 PASS, BLOCK = Outcome.PASS, Outcome.BLOCK
@@ -156,6 +158,25 @@ def _data_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
                        f"data checks failed: {', '.join(failed)}", failed, True)]
 
 
+def _gap_rule(name: str, scanner: str, result: ScanResult, evidence: Evidence) -> RuleResult:
+    """An incomplete scan blocks like a failed one, unless a waiver in force accepts every
+    gap (e.g. a dependency installed from a URL, which no advisory service can audit)."""
+    if not result.gaps:   # incomplete without saying what is missing: never clean
+        return RuleResult(name, "scan", BLOCK, f"scan '{scanner}' is incomplete",
+                          "incomplete", "ok")
+    gaps = apply_waivers(result.gaps, evidence.waivers, evidence.today)
+    if not gaps.kept:
+        waived = ", ".join(f"{s.finding.location.describe()} (waiver {s.waiver.id})"
+                           for s in gaps.suppressed)
+        return RuleResult(name, "scan", PASS, f"scan '{scanner}' ran ({result.tool} "
+                          f"{result.tool_version}); not covered but waived: {waived}",
+                          "incomplete", "ok")
+    shown = "; ".join(g.title for g in gaps.kept[:3])
+    more = f" (+{len(gaps.kept) - 3} more)" if len(gaps.kept) > 3 else ""
+    return RuleResult(name, "scan", BLOCK, f"scan '{scanner}' is incomplete: {shown}{more}",
+                      "incomplete", "ok")
+
+
 def _scan_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
     rules = []
     for scanner in policy.required_scans:
@@ -168,14 +189,21 @@ def _scan_rules(evidence: Evidence, policy: StagePolicy) -> list[RuleResult]:
             rules.append(RuleResult(name, "scan", BLOCK,
                                     f"required scan '{scanner}' failed: {result.error}",
                                     "error", "ok"))
+        elif result.status is ScanStatus.INCOMPLETE:
+            rules.append(_gap_rule(name, scanner, result, evidence))
         else:
             rules.append(RuleResult(name, "scan", PASS, f"scan '{scanner}' ran "
                                     f"({result.tool} {result.tool_version})", "ok", "ok"))
     for scanner, result in sorted(evidence.scans.items()):
-        if scanner not in policy.required_scans and result.status is ScanStatus.ERROR:
-            # Fail closed: a scan that was attempted and broke is never a clean scan.
+        if scanner in policy.required_scans:
+            continue
+        # Fail closed: a scan that was attempted and broke, or left something unchecked,
+        # is never a clean scan, required or not.
+        if result.status is ScanStatus.ERROR:
             rules.append(RuleResult(f"scan.{scanner}", "scan", BLOCK,
                                     f"scan '{scanner}' failed: {result.error}", "error", "ok"))
+        elif result.status is ScanStatus.INCOMPLETE:
+            rules.append(_gap_rule(f"scan.{scanner}", scanner, result, evidence))
     return rules
 
 
@@ -193,19 +221,26 @@ def _bands(budgets: Mapping[Severity, int]) -> list[tuple[Severity, tuple[Severi
 
 
 def _budget_rules(prefix: str, scope: str, budgets: Mapping[Severity, int],
-                  kept: Counter[Severity], waived: Counter[Severity]) -> list[RuleResult]:
+                  kept: Counter[Severity], waived: Counter[Severity],
+                  in_code: Counter[Severity]) -> list[RuleResult]:
     rules = []
     for sev, band in _bands(budgets):
         budget = budgets[sev]
         n = sum(kept[s] for s in band)
         w = sum(waived[s] for s in band)
+        c = sum(in_code[s] for s in band)
         label = " or ".join(s.label for s in band)
         ok = n <= budget
         note = f", {w} more waived" if w else ""
+        # A '# nosec' or a tree-local bandit config is not a waiver: those findings count.
+        note += (f"; {c} of them suppressed only in code (# nosec or a tree-local bandit "
+                 "config), which is not a waiver") if c else ""
+        observed = {"count": n, "waived": w, "severities": [s.label for s in band]}
+        if c:
+            observed["suppressed_in_source"] = c
         rules.append(RuleResult(f"{prefix}.{sev.label}", "findings", PASS if ok else BLOCK,
                                 f"{n} {label} finding(s){scope} (budget {budget}{note})",
-                                {"count": n, "waived": w, "severities": [s.label for s in band]},
-                                budget))
+                                observed, budget))
     return rules
 
 
@@ -222,12 +257,16 @@ def _count(findings: Iterable[Finding]) -> dict[str, Counter[Severity]]:
 def _finding_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]:
     kept = _count(report.kept)
     waived = _count(s.finding for s in report.suppressed)
+    in_code = _count(f for f in report.kept if f.suppressed_in_source is not None)
     total_kept: Counter[Severity] = sum(kept.values(), Counter())
     total_waived: Counter[Severity] = sum(waived.values(), Counter())
-    rules = _budget_rules("findings", "", policy.findings, total_kept, total_waived)
+    total_in_code: Counter[Severity] = sum(in_code.values(), Counter())
+    rules = _budget_rules("findings", "", policy.findings, total_kept, total_waived,
+                          total_in_code)
     for scanner, budgets in policy.scanner_budgets.items():
         rules += _budget_rules(f"findings.{scanner}", f" from {scanner}", budgets,
-                               kept.get(scanner, Counter()), waived.get(scanner, Counter()))
+                               kept.get(scanner, Counter()), waived.get(scanner, Counter()),
+                               in_code.get(scanner, Counter()))
     return rules
 
 

@@ -167,7 +167,7 @@ class Decision:
         report = self.waivers
         if report is None:
             return {"applied": [], "expired": [], "expiring_soon": [], "stale": [],
-                    "suppressed_findings": 0}
+                    "suppressed_findings": 0, "suppressed_in_source": []}
         uses: dict[int, tuple[Waiver, int]] = {}
         for s in report.suppressed:
             w = s.waiver
@@ -178,6 +178,13 @@ class Decision:
             "expiring_soon": [w.to_json() for w in report.expiring],
             "stale": [w.to_json() for w in report.stale],
             "suppressed_findings": len(report.suppressed),
+            # '# nosec' and tree-local bandit configs: reported, counted unless waived.
+            "suppressed_in_source": [
+                {"fingerprint": f.fingerprint, "id": f.id, "where": f.location.describe(),
+                 "origin": f.suppressed_in_source.origin,
+                 "waived_by": (c.id if (c := report.waiver_for(f)) else None)}
+                for f in (*report.kept, *(x.finding for x in report.suppressed))
+                if f.suppressed_in_source is not None],
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -7,8 +7,11 @@ unpickled, so loading a model cannot execute code that came with it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
+import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +135,56 @@ ZOO: dict[str, Callable[[ModelSpec], nn.Module]] = {
 }
 
 
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _is_module_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, nn.Module)
+
+
+def _project_code(path: str | None, directory: Path) -> bool:
+    """A source file of the project itself: inside its directory, and not in an environment
+    that happens to live there (a .venv's site-packages is installed code, not the project)."""
+    if not path:
+        return False
+    try:
+        resolved = Path(path).resolve()
+        environments = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    except OSError:
+        return False
+    return (resolved.is_relative_to(directory.resolve())
+            and not any(resolved.is_relative_to(env) for env in environments)
+            and not {"site-packages", "dist-packages"} & set(resolved.parts))
+
+
+def _returns_a_module(func: Callable[..., Any]) -> bool:
+    """The function's return annotation names an nn.Module subclass."""
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - an annotation that does not evaluate says nothing
+        return False
+    return _is_module_class(hints.get("return"))
+
+
 def _import_factory(ref: str, project_dir: Path) -> Callable[..., nn.Module]:
+    """``package.module:factory``, checked before anything of it runs.
+
+    A factory is an ``nn.Module`` subclass, a function annotated to return one, or a plain
+    function defined in the project itself (its result is checked after the call). Anything
+    else (``os:system``, a builtin, a callable object, a standard-library function) is refused
+    before it is called; standard-library modules are refused before they are imported, as
+    importing some of them acts (``antigravity`` opens a browser).
+    """
     module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"model.name {ref!r}: expected a zoo name or 'package.module:factory'")
+    if not module_name or not attr or not _DOTTED.match(module_name) or not _DOTTED.match(attr):
+        raise ConfigError(f"model.name {ref!r}: expected a zoo name ({', '.join(ZOO)}) or "
+                          "'package.module:factory'")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise ConfigError(f"model.name {ref!r}: {top!r} is a standard-library module, not a "
+                          "model factory")
+    if any(part.startswith("__") for part in attr.split(".")):
+        raise ConfigError(f"model.name {ref!r}: a factory name cannot reach dunder attributes")
     # The user's project is importable the way its own code imports itself.
     for root in (project_dir, project_dir / "src"):
         if root.is_dir() and str(root) not in sys.path:
@@ -144,10 +193,46 @@ def _import_factory(ref: str, project_dir: Path) -> Callable[..., nn.Module]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"model.name {ref!r}: cannot import {module_name!r}: {exc}") from exc
-    factory = getattr(module, attr, None)
+    factory: Any = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
     if not callable(factory):
         raise ConfigError(f"model.name {ref!r}: {module_name} has no callable {attr!r}")
-    return factory
+    if _is_module_class(factory):
+        return factory
+    if inspect.isfunction(factory) and (
+            _returns_a_module(factory)
+            or _project_code(getattr(inspect.getmodule(factory), "__file__", None),
+                               project_dir)):
+        return factory
+    kind = ("a builtin" if inspect.isbuiltin(factory) else
+            "a function that is not annotated to return a torch.nn.Module"
+            if inspect.isfunction(factory) else f"a {type(factory).__name__} object")
+    raise ConfigError(f"model.name {ref!r}: {attr} is {kind}; a factory must be a torch.nn.Module "
+                      "subclass, a function annotated '-> torch.nn.Module' (or a subclass), or "
+                      "a function defined in the project")
+
+
+def _check_arguments(factory: Callable[..., Any], spec: ModelSpec) -> None:
+    """The factory takes input_shape, num_classes and every key of model.params; checked
+    against its signature before the call, so a typo is a config error, not a crash."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(input_shape=spec.input_shape, num_classes=spec.num_classes,
+                       **spec.params)
+    except TypeError as exc:
+        unknown = [k for k in spec.params if k not in signature.parameters]
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                           for p in signature.parameters.values())
+        if unknown and not takes_kwargs:
+            raise ConfigError(f"model.params.{unknown[0]}: {spec.name} takes no argument "
+                              f"{unknown[0]!r} (it takes: {', '.join(signature.parameters)})"
+                              ) from exc
+        raise ConfigError(f"model.params: {spec.name} cannot be called with input_shape, "
+                          f"num_classes and the params given: {exc}") from exc
 
 
 def build_model(spec: ModelSpec, project_dir: Path | None = None) -> nn.Module:
@@ -156,6 +241,7 @@ def build_model(spec: ModelSpec, project_dir: Path | None = None) -> nn.Module:
     if builder is not None:
         return builder(spec)
     factory = _import_factory(spec.name, project_dir or Path.cwd())
+    _check_arguments(factory, spec)
     model = factory(
         input_shape=spec.input_shape, num_classes=spec.num_classes, **spec.params
     )

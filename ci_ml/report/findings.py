@@ -35,11 +35,30 @@ def findings_document(scans: Mapping[str, ScanResult],
     return {
         "scans": {
             name: {"status": r.status.value, "tool": r.tool, "tool_version": r.tool_version,
-                   "error": r.error, "findings": len(r.findings), "targets": list(r.targets)}
+                   "error": r.error, "findings": len(r.findings), "targets": list(r.targets),
+                   "not_covered": [g.to_json() for g in r.gaps]}
             for name, r in sorted(scans.items())
         },
         "counts": severity_counts(scans),
         "counts_after_waivers": _counts(kept),
         "waived": len(waived_by),
+        "suppressed_in_source": in_source_json(scans, waivers),
         "findings": findings,
     }
+
+
+def in_source_json(scans: Mapping[str, ScanResult],
+                   waivers: WaiverReport | None) -> list[dict[str, Any]]:
+    """Every finding the tree under review tried to suppress (``# nosec``, a tree-local bandit
+    config): still counted unless a waiver covers it."""
+    out = []
+    for name in sorted(scans):
+        for f in scans[name].findings:
+            if f.suppressed_in_source is None:
+                continue
+            waiver = waivers.waiver_for(f) if waivers else None
+            out.append({"fingerprint": f.fingerprint, "id": f.id, "scanner": f.scanner,
+                        "severity": f.severity.label, "where": f.location.describe(),
+                        "suppression": f.suppressed_in_source.to_json(),
+                        "waived_by": waiver.id if waiver else None})
+    return out

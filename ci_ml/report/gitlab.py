@@ -117,6 +117,11 @@ def _location(kind: str, finding: Finding) -> dict[str, Any]:
 
 def _vulnerability(kind: str, finding: Finding) -> dict[str, Any]:
     description = str(finding.raw.get("description") or finding.title)
+    if finding.suppressed_in_source is not None:
+        # GitLab reports have no suppression field: say it where a reviewer reads.
+        description = (f"Suppressed in code by {finding.suppressed_in_source.describe()}; "
+                       "ci-ml does not obey in-code suppressions (only a waiver accepts a "
+                       f"finding). {description}")
     vuln: dict[str, Any] = {
         "id": str(uuid.uuid5(_NAMESPACE, f"{kind}:{finding.fingerprint}")),
         "name": short_description(finding),
@@ -146,6 +151,7 @@ def gitlab_report(kind: str, results: Sequence[ScanResult],
                 if kind_of(f) == kind and f.fingerprint not in suppressed]
     findings.sort(key=lambda f: (f.scanner, f.id, f.location.describe(), f.fingerprint))
     failed = [r for r in results if r.status is ScanStatus.ERROR]
+    incomplete = [r for r in results if r.status is ScanStatus.INCOMPLETE]
     tools = sorted({f"{r.tool} {r.tool_version}".strip() for r in results if r.tool})
     starts = [r.started_at for r in results if r.started_at]
     ends = [r.finished_at for r in results if r.finished_at]
@@ -159,10 +165,12 @@ def gitlab_report(kind: str, results: Sequence[ScanResult],
         "type": kind,
         "start_time": _time(min(starts) if starts else None),
         "end_time": _time(max(ends) if ends else None),
-        "status": "failure" if failed else "success",
+        "status": "failure" if failed or incomplete else "success",
     }
     messages = [{"level": "fatal", "value": f"{r.scanner}: scan did not run: {r.error}"}
                 for r in failed]
+    messages += [{"level": "fatal", "value": f"{r.scanner}: incomplete scan, not covered: "
+                  f"{g.title}"} for r in incomplete for g in r.gaps]
     messages += [{"level": "warn", "value": f"{r.scanner}: {n}"} for r in results for n in r.notes]
     if messages:
         scan["messages"] = messages

@@ -19,6 +19,7 @@ from ci_ml.scan.waivers import Waiver
 SHOWN_SEVERITIES = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW,
                     Severity.INFO)
 HIDDEN_METRICS = frozenset({"samples"})
+MAX_LISTED = 20
 
 
 def _escape(text: str) -> str:
@@ -96,7 +97,9 @@ def _findings_section(decision: Decision, evidence: Evidence) -> list[str]:
     for name, result in sorted(evidence.scans.items()):
         per = kept.get(name, Counter())
         total.update(per)
-        status = ("ok" if result.status is ScanStatus.OK
+        status = ("ok" if result.status is ScanStatus.OK else
+                  f"**incomplete**: {len(result.gaps)} not covered"
+                  if result.status is ScanStatus.INCOMPLETE
                   else f"**did not run**: {_escape(result.error or '')}")
         cells = " | ".join(str(per[s]) for s in shown)
         lines.append(f"| {name} | {status} | {cells} | {waived[name]} |")
@@ -106,8 +109,41 @@ def _findings_section(decision: Decision, evidence: Evidence) -> list[str]:
     return [*lines, ""]
 
 
+def _gaps_section(evidence: Evidence) -> list[str]:
+    gaps = [(name, g) for name, r in sorted(evidence.scans.items()) for g in r.gaps]
+    if not gaps:
+        return []
+    lines = ["### Not covered (the scan is incomplete)", ""]
+    lines += [f"- {name}: {_escape(g.title)}" for name, g in gaps[:MAX_LISTED]]
+    if len(gaps) > MAX_LISTED:
+        lines.append(f"- ... and {len(gaps) - MAX_LISTED} more in findings.json")
+    return [*lines, ""]
+
+
+def _in_source_section(decision: Decision, evidence: Evidence) -> list[str]:
+    """Findings the change under review tried to hide in the code itself: they count."""
+    marked = [f for r in evidence.scans.values() for f in r.findings
+              if f.suppressed_in_source is not None]
+    if not marked:
+        return []
+    report = decision.waivers
+    lines = ["### Suppressed in code, not waived", "",
+             "`# nosec` comments and bandit configs in the tree under review do not suppress "
+             "findings: each one below counts against the budgets unless a waiver in the "
+             "waivers file covers it.", "",
+             "| severity | id | where | suppression | waiver |", "|---|---|---|---|---|"]
+    for f in sorted(marked, key=lambda f: (-f.severity, f.id))[:MAX_LISTED]:
+        waiver = report.waiver_for(f) if report else None
+        origin = f.suppressed_in_source.describe() if f.suppressed_in_source else ""
+        lines.append(f"| {f.severity.label} | {_escape(f.id)} | {_escape(f.location.describe())}"
+                     f" | `{_escape(origin)}` | {_escape(waiver.id) if waiver else '**none**'} |")
+    if len(marked) > MAX_LISTED:
+        lines.append(f"\n... and {len(marked) - MAX_LISTED} more in findings.json")
+    return [*lines, ""]
+
+
 def _waiver_line(w: Waiver, today: datetime.date | None = None) -> str:
-    where = f" ({w.scope.kind} `{w.scope.value}`)"
+    where = f" ({w.scope.kind} `{w.scope.value}`{', any depth' if w.scope.recursive else ''})"
     left = ""
     if today is not None and w.expires >= today:
         n = (w.expires - today).days
@@ -129,6 +165,13 @@ def _waivers_section(decision: Decision) -> list[str]:
     if report.expiring:
         lines.append("Expiring within 14 days:")
         lines += [_waiver_line(w, decision.today) for w in report.expiring]
+        lines.append("")
+    recursive = list({id(s.waiver): s.waiver for s in report.suppressed
+                      if s.waiver.scope.recursive}.values())
+    if recursive:
+        lines.append("Applied with a recursive path scope (`**` or a directory: files at any "
+                     "depth):")
+        lines += [_waiver_line(w, decision.today) for w in recursive]
         lines.append("")
     n_waivers = len({id(s.waiver) for s in report.suppressed})
     lines.append(f"{len(report.suppressed)} finding(s) waived by {n_waivers} waiver(s)"
@@ -186,6 +229,8 @@ def render_summary(decision: Decision, evidence: Evidence, policy: StagePolicy) 
         lines.append("")
     lines += _metrics_section(decision, evidence, policy)
     lines += _findings_section(decision, evidence)
+    lines += _gaps_section(evidence)
+    lines += _in_source_section(decision, evidence)
     lines += _waivers_section(decision)
     lines += _prune_section(evidence)
     lines += [f"<details><summary>All {len(decision.rules)} rules (policy "

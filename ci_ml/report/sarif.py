@@ -5,7 +5,9 @@ GitHub uses as the analysis category, so uploading code, deps, image, iac and
 model results together never makes one hide another. Rules carry
 ``properties.security-severity`` (GitHub's severity), results carry
 ``partialFingerprints`` (stable across runs), waived findings are kept with a
-``suppressions`` entry (owner, reason, expiry), and a scan that did not run is
+``suppressions`` entry (owner, reason, expiry), a suppression written in the code
+(``# nosec``, a tree-local bandit config) is an ``inSource`` suppression with status
+``rejected`` unless a waiver covers the finding, and a scan that did not run is
 a run with ``executionSuccessful: false``, never an empty clean run.
 """
 
@@ -136,13 +138,29 @@ def _result(finding: Finding, rule_index: int, waiver: Waiver | None) -> dict[st
     location = _location(finding)
     if location:
         result["locations"] = [location]
+    suppressions = []
+    in_source = finding.suppressed_in_source
+    if in_source is not None:
+        # Written in the tree under review: shown, never obeyed. "rejected" keeps the result
+        # open for viewers (GitHub, GitLab's SARIF import); a waiver's acceptance is separate.
+        suppressions.append({
+            "kind": "inSource", "status": "accepted" if waiver is not None else "rejected",
+            "justification": (f"{in_source.describe()}: ci-ml reports in-code suppressions "
+                              "and does not obey them; " + (
+                                  f"accepted by waiver {waiver.id}" if waiver is not None
+                                  else "only a waiver can accept this finding")),
+            "properties": {"origin": in_source.origin, "path": in_source.path,
+                           "line": in_source.line},
+        })
     if waiver is not None:
-        result["suppressions"] = [{
+        suppressions.append({
             "kind": "external", "status": "accepted",
             "justification": f"{waiver.reason} (owner {waiver.owner}, expires "
                              f"{waiver.expires.isoformat()})",
             "properties": {"owner": waiver.owner, "expires": waiver.expires.isoformat()},
-        }]
+        })
+    if suppressions:
+        result["suppressions"] = suppressions
     return result
 
 
@@ -157,7 +175,9 @@ def sarif_run(result: ScanResult, waived: Mapping[str, Waiver]) -> dict[str, Any
         if f.id not in index:
             index[f.id] = len(rules)
             rules.append(_rule(f, worst[f.id]))
-    invocation: dict[str, Any] = {"executionSuccessful": result.status is ScanStatus.OK}
+    # An incomplete scan ran (its results are real); what it could not cover is an error
+    # notification each, and properties.status says "incomplete".
+    invocation: dict[str, Any] = {"executionSuccessful": result.status is not ScanStatus.ERROR}
     if result.started_at:
         invocation["startTimeUtc"] = result.started_at + "Z"
     if result.finished_at:
@@ -166,6 +186,8 @@ def sarif_run(result: ScanResult, waived: Mapping[str, Waiver]) -> dict[str, Any
     if result.status is ScanStatus.ERROR:
         notifications.append({"level": "error",
                               "message": {"text": f"scan did not run: {result.error}"}})
+    notifications += [{"level": "error", "message": {"text": f"not covered: {g.title}"}}
+                      for g in result.gaps]
     notifications += [{"level": "note", "message": {"text": n}} for n in result.notes]
     if notifications:
         invocation["toolExecutionNotifications"] = notifications

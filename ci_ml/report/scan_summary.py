@@ -47,6 +47,11 @@ def render_scan_junit(scans: Mapping[str, ScanResult], waivers: WaiverReport | N
         if result.status is ScanStatus.ERROR:
             ET.SubElement(ran, "error", message=f"scan did not run: {result.error}")
             errors += 1
+        elif result.status is ScanStatus.INCOMPLETE:
+            failure = ET.SubElement(ran, "failure", message=f"scan incomplete: "
+                                    f"{len(result.gaps)} not covered", type="incomplete")
+            failure.text = "\n".join(g.title for g in result.gaps)
+            failures += 1
         for f in sorted(result.findings, key=lambda f: (-f.severity, f.id)):
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=f"ci-ml.scan.{name}.{f.id}",
@@ -83,7 +88,8 @@ def render_scan_markdown(scans: Mapping[str, ScanResult], waivers: WaiverReport 
     for name in sorted(scans):
         result, kept_result = scans[name], kept[name]
         per = {s: sum(1 for f in kept_result.findings if f.severity is s) for s in order}
-        status = "ok" if result.status is ScanStatus.OK else "**did not run**"
+        status = {ScanStatus.OK: "ok", ScanStatus.INCOMPLETE: "**incomplete**",
+                  ScanStatus.ERROR: "**did not run**"}[result.status]
         waived = len(result.findings) - len(kept_result.findings)
         lines.append(f"| {name} | {result.tool} {result.tool_version} | {status} | "
                      + " | ".join(str(per[s]) for s in order) + f" | {waived} |")
@@ -91,9 +97,17 @@ def render_scan_markdown(scans: Mapping[str, ScanResult], waivers: WaiverReport 
     if failed:
         lines += ["", "### Scans that did not run", ""]
         lines += [f"- **{r.scanner}**: {_cell(r.error or '')}" for r in failed]
+    gaps = [(r.scanner, g.title) for r in scans.values() for g in r.gaps]
     notes = [(r.scanner, n) for r in scans.values() for n in r.notes]
-    if notes:
-        lines += ["", "### Not covered", ""] + [f"- {s}: {_cell(n)}" for s, n in notes]
+    if gaps or notes:
+        lines += ["", "### Not covered", ""] + [f"- {s}: **{_cell(n)}**" for s, n in gaps]
+        lines += [f"- {s}: {_cell(n)}" for s, n in notes]
+    in_source = [f for r in kept.values() for f in r.findings if f.suppressed_in_source]
+    if in_source:
+        lines += ["", "### Suppressed in code, not waived (still counted)", ""]
+        lines += [f"- {f.severity.label} {_cell(f.id)} {_cell(f.location.describe())}: "
+                  f"`{_cell(f.suppressed_in_source.describe())}`" for f in in_source
+                  if f.suppressed_in_source][:MAX_MARKDOWN_ROWS]
     findings = sorted((f for r in kept.values() for f in r.findings),
                       key=lambda f: (-f.severity, f.scanner, f.id))
     if findings:

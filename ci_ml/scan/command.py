@@ -40,6 +40,7 @@ class ScanOutcome:
     written: tuple[str, ...]
     exit_code: int
     above_threshold: int = 0
+    not_covered: tuple[str, ...] = ()   # gaps of an incomplete scan no waiver accepts
 
 
 def with_overrides(config: Config, scanner: str, overrides: Mapping[str, Any]) -> Config:
@@ -84,7 +85,8 @@ def write_scan_reports(out_dir: Path, scans: Mapping[str, ScanResult],
 
 
 def run_scan_command(config: Config, scanner: str, out_dir: Path, *, quiet: bool = False,
-                     force: bool = False, fail_on: str | None = None) -> ScanOutcome:
+                     force: bool = False, fail_on: str | None = None,
+                     today: dt.date | None = None) -> ScanOutcome:
     waivers = configured_waivers(config)  # a malformed waivers file stops us before any scan
     run = run_pipeline(config, out_dir, only=[f"scan-{scanner}"], force=force,
                        reporter=Reporter(quiet=quiet))
@@ -92,10 +94,15 @@ def run_scan_command(config: Config, scanner: str, out_dir: Path, *, quiet: bool
     report, written = write_scan_reports(out_dir, scans, waivers) if scans else (None, [])
     code = run.exit_code
     above = 0
+    gaps = scans[scanner].gaps if scanner in scans else ()
+    not_covered = tuple(g.title for g in apply_waivers(
+        gaps, waivers or (), today or dt.date.today()).kept)
+    if code == EXIT_OK and not_covered:
+        code = EXIT_BLOCKED   # an incomplete scan is never a clean one
     if fail_on and scanner in scans:
         threshold = Severity.parse(fail_on)
         kept = kept_scans({scanner: scans[scanner]}, report)[scanner]
         above = sum(1 for f in kept.findings if f.severity >= threshold)
         if code == EXIT_OK and above:
             code = EXIT_BLOCKED
-    return ScanOutcome(run, scans, report, tuple(written), code, above)
+    return ScanOutcome(run, scans, report, tuple(written), code, above, not_covered)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from ci_ml.fsutil import IGNORED_DIRS
-from ci_ml.scan.interface import ScanError, Scanner, ScanRequest, ScanResult, ScanStatus
+from ci_ml.scan.interface import Finding, ScanError, Scanner, ScanRequest, ScanResult, ScanStatus
+from ci_ml.scan.source_suppressions import mark_trivy_ignored, trivy_ignores
 from ci_ml.scan.tool import DEFAULT_TIMEOUT_S
 from ci_ml.scan.trivy import Where, report_findings, run_trivy, trivy_version
 
@@ -41,7 +42,7 @@ class IacScanner(Scanner):
 
     def scan(self, request: ScanRequest) -> ScanResult:
         timeout = float(request.options.get("timeout", DEFAULT_TIMEOUT_S))
-        findings = []
+        findings: list[Finding] = []
         for target in request.targets:
             if not target.exists():
                 raise ScanError(f"iac: path to scan does not exist: {target}")
@@ -50,6 +51,9 @@ class IacScanner(Scanner):
             # trivy names a directory scan's files relative to it, and a file scan by its name.
             prefix = rel if target.is_dir() else _relative(target.parent, request.root)
             findings += report_findings(doc, self.name, Where(prefix=prefix))
-        return ScanResult(scanner=self.name, status=ScanStatus.OK, findings=tuple(findings),
+        ignored, notes = trivy_ignores(request.root)
+        return ScanResult(scanner=self.name, status=ScanStatus.OK,
+                          findings=tuple(mark_trivy_ignored(findings, ignored)),
                           tool=self.tool, tool_version=self.tool_version(),
-                          targets=tuple(_relative(t, request.root) for t in request.targets))
+                          targets=tuple(_relative(t, request.root) for t in request.targets),
+                          notes=tuple(notes))

@@ -30,6 +30,7 @@ from ci_ml.scan.interface import (
     ScanStatus,
     Severity,
 )
+from ci_ml.scan.source_suppressions import mark_trivy_ignored, trivy_ignores
 from ci_ml.scan.tool import DEFAULT_TIMEOUT_S
 from ci_ml.scan.trivy import Where, report_findings, run_trivy, trivy_version
 
@@ -120,8 +121,8 @@ class ImageScanner(Scanner):
         label = str(image) if image else (str(tags[0]) if tags else Path(str(archive)).name)
         where = Where(image=label, digest=meta.get("ImageID"),
                       artifact=str(doc.get("ArtifactName", "")))
-        findings = report_findings(doc, self.name, where)
-        notes: list[str] = []
+        ignored, notes = trivy_ignores(request.root)
+        findings = mark_trivy_ignored(report_findings(doc, self.name, where), ignored)
         if advisories:
             from ci_ml.advisories.store import AdvisoryDB
 

@@ -84,6 +84,30 @@ class Location:
 
 
 @dataclass(frozen=True)
+class SourceSuppression:
+    """A suppression written in the tree under review: a ``# nosec`` comment, or a bandit
+    config in the scanned tree. Shown and counted, never obeyed: the author of a change can
+    write one, so only a waiver (in the security team's file) suppresses a finding."""
+
+    origin: str               # "# nosec B602", or "src/.bandit skips B602"
+    path: str                 # the file that holds it, relative to the project
+    line: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.origin} ({self.path}:{self.line})" if self.line else (
+            f"{self.origin} ({self.path})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin, "path": self.path, "line": self.line}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SourceSuppression:
+        line = data.get("line")
+        return cls(origin=str(data["origin"]), path=str(data["path"]),
+                   line=int(line) if line is not None else None)
+
+
+@dataclass(frozen=True)
 class Finding:
     id: str                 # the advisory or rule instance id (PYSEC-..., B602, 10020...)
     rule: str               # the rule or check name
@@ -96,6 +120,8 @@ class Finding:
     references: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # A suppression the tree under review asked for (not a waiver): reported, not obeyed.
+    suppressed_in_source: SourceSuppression | None = None
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -113,6 +139,8 @@ class Finding:
             "fingerprint": self.fingerprint, "fix_version": self.fix_version,
             "references": list(self.references), "aliases": list(self.aliases),
             "raw": dict(self.raw),
+            "suppressed_in_source": (self.suppressed_in_source.to_json()
+                                     if self.suppressed_in_source else None),
         }
 
     @classmethod
@@ -125,11 +153,16 @@ class Finding:
             fix_version=data.get("fix_version"),
             references=tuple(data.get("references", ())), aliases=tuple(data.get("aliases", ())),
             raw=dict(data.get("raw", {})),
+            suppressed_in_source=(SourceSuppression.from_json(data["suppressed_in_source"])
+                                  if data.get("suppressed_in_source") else None),
         )
 
 
 class ScanStatus(enum.Enum):
     OK = "ok"
+    # It ran, but some of what it was asked to cover could not be checked (a dependency
+    # the advisory service did not answer for): never a clean scan, the gate blocks on it.
+    INCOMPLETE = "incomplete"
     ERROR = "error"      # the tool is missing, crashed, timed out or its output did not parse
 
 
@@ -144,6 +177,10 @@ class ScanResult:
     targets: tuple[str, ...] = ()
     # What the scan could not cover although it ran (e.g. OS packages with no offline data).
     notes: tuple[str, ...] = ()
+    # With status INCOMPLETE: each thing the scan could not check (a package, a file) and
+    # why, shaped as findings so a waiver can accept one by id and scope; never counted as
+    # findings.
+    gaps: tuple[Finding, ...] = ()
     # Optional, UTC ISO 8601 to the second. The scan steps leave them unset so that equal
     # findings give byte-identical results (the result's hash keys downstream caches).
     started_at: str | None = None
@@ -151,7 +188,8 @@ class ScanResult:
 
     @property
     def ran(self) -> bool:
-        return self.status is ScanStatus.OK
+        """The tool ran to the end (its findings are real), complete or not."""
+        return self.status is not ScanStatus.ERROR
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +198,7 @@ class ScanResult:
             "targets": list(self.targets), "notes": list(self.notes),
             "started_at": self.started_at, "finished_at": self.finished_at,
             "findings": [f.to_json() for f in self.findings],
+            "gaps": [g.to_json() for g in self.gaps],
         }
 
     @classmethod
@@ -171,6 +210,7 @@ class ScanResult:
             error=data.get("error"), targets=tuple(data.get("targets", ())),
             notes=tuple(data.get("notes", ())), started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
+            gaps=tuple(Finding.from_json(g) for g in data.get("gaps", ())),
         )
 
     @classmethod

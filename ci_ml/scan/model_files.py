@@ -1,23 +1,39 @@
 """Model-file scanning: files that would run code when loaded, and malformed weights.
 
-Pickle-based formats (.pt/.pth/.pkl/.bin/.joblib/.ckpt, and torch's zip
-archives with ``data.pkl`` inside) are decoded opcode by opcode, never loaded;
-safetensors and ONNX files are checked structurally. Files are recognized by
-content as well as by suffix, so a pickle renamed ``weights.dat`` is still one.
+Every file is recognized by its content, never by its name alone: pickles of any
+protocol (protocol 0 and 1 have no header: their opcodes are decoded), several
+pickles in one file, zip archives (torch's format, ``.npz``), tar archives,
+compressed layers (gzip, bz2, xz, lzma, zlib, joblib's formats) and numpy ``.npy``
+files whose object arrays are pickles after the header; layers nest. Pickles are
+decoded opcode by opcode and never loaded (``pickles.py``); each import is rated by
+what it reaches and how the load uses it (``pickle_rules.py``). A file that cannot
+be read whole (an encrypted member, an unknown compression, a bad CRC, a bomb) is a
+finding. safetensors and ONNX files are checked structurally.
 """
 
 from __future__ import annotations
 
-import io
-import zipfile
-import zlib
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 import ci_ml
 from ci_ml.fsutil import iter_files, sha256_bytes
+from ci_ml.scan.containers import (
+    MAX_DEPTH,
+    Budget,
+    NotCompressed,
+    Unreadable,
+    decompress,
+    npy_header,
+    read_head,
+    size_of,
+    sniff,
+    tar_members,
+    zip_members,
+)
 from ci_ml.scan.interface import (
     Confidence,
     Finding,
@@ -29,14 +45,14 @@ from ci_ml.scan.interface import (
     ScanStatus,
     Severity,
 )
-from ci_ml.scan.pickles import Verdict, looks_like_pickle
+from ci_ml.yamlio import special_file_kind
 
 if TYPE_CHECKING:  # pickletools' opcode tables load only when there is a pickle to read
     from ci_ml.scan.pickles import PickleImport, PickleReport
 
-PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".bin", ".joblib", ".ckpt",
-                             ".sav", ".dill"})
-MAX_DECOMPRESSED = 1 << 30      # a compressed joblib bigger than this is reported, not read
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt", ".sav",
+                             ".dill", ".npy"})
+DEFAULT_MAX_UNPACKED_MB = 4096
 PICKLE_DOCS = "https://docs.python.org/3/library/pickle.html"
 
 
@@ -66,20 +82,29 @@ RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("CIML-M003", "pickle-gadget-import", Severity.HIGH,
          "pickle imports a callable that chains into arbitrary calls or nested loads"),
     Rule("CIML-M004", "pickle-unknown-import", Severity.MEDIUM,
-         "pickle imports a callable outside the tensor/array allowlist"),
+         "pickle creates an object of a class outside the allow-list (its code runs on load)"),
     Rule("CIML-M005", "pickle-unverifiable", Severity.HIGH,
          "pickle stream could not be decoded to the end: the rest is unverified"),
-    Rule("CIML-M006", "pickle-embedded-array-data", Severity.MEDIUM,
-         "joblib array data interrupts the pickle stream: the rest is unverified"),
+    Rule("CIML-M006", "pickle-embedded-array-data", Severity.HIGH,
+         "joblib array data of a size ci-ml cannot determine interrupts the pickle: the rest "
+         "is unverified"),
+    Rule("CIML-M007", "pickle-unknown-call", Severity.HIGH,
+         "pickle calls a callable outside the allow-list with arguments it chooses"),
+    Rule("CIML-M008", "pickle-computed-call", Severity.HIGH,
+         "pickle calls a value computed during the load (a reducer of a reducer)"),
+    Rule("CIML-M009", "pickle-global-patched", Severity.HIGH,
+         "pickle sets attributes on an imported module or class"),
+    Rule("CIML-M011", "pickle-trailing-data", Severity.MEDIUM,
+         "bytes after the last pickle that no pickle loader reads: not verified"),
+    Rule("CIML-M030", "model-unreadable", Severity.HIGH,
+         "model file cannot be read whole (encrypted, unknown compression, bad CRC, "
+         "decompression bomb, nested too deep): it cannot be shown to be safe"),
     Rule("CIML-M010", "safetensors-malformed", Severity.MEDIUM,
          "safetensors file is malformed: loaders reject it, or parse attacker-chosen offsets"),
     Rule("CIML-M020", "onnx-invalid", Severity.MEDIUM, "ONNX model fails onnx.checker"),
     Rule("CIML-M021", "onnx-external-data-traversal", Severity.HIGH,
          "ONNX external data points outside the model directory (path traversal)"),
 )}
-_VERDICT_RULE = {Verdict.DANGEROUS: "pickle-dangerous-import",
-                 Verdict.GADGET: "pickle-gadget-import",
-                 Verdict.UNKNOWN: "pickle-unknown-import"}
 
 
 def _label(path: Path, bases: tuple[Path, ...]) -> str:
@@ -101,6 +126,7 @@ class ModelFileScanner(Scanner):
 
     def scan(self, request: ScanRequest) -> ScanResult:
         bases = tuple(Path(b) for b in request.options.get("bases", ())) + (request.root,)
+        limit = int(request.options.get("max_unpacked_mb") or DEFAULT_MAX_UNPACKED_MB) << 20
         findings: list[Finding] = []
         seen: set[Path] = set()
         for target in request.targets:
@@ -110,16 +136,29 @@ class ModelFileScanner(Scanner):
                 if path.resolve() in seen:
                     continue
                 seen.add(path.resolve())
-                label = _label(path, bases)
-                try:
-                    findings += self._scan_file(path, label)
-                except OSError as exc:
-                    raise ScanError(f"model: cannot read {label}: {exc.strerror}") from exc
+                findings += self._scan_path(path, _label(path, bases), Budget(limit))
         return ScanResult(scanner=self.name, status=ScanStatus.OK, findings=tuple(findings),
                           tool=self.tool, tool_version=self.tool_version(),
                           targets=tuple(_label(t, bases) for t in request.targets))
 
-    def _scan_file(self, path: Path, label: str) -> Iterator[Finding]:
+    def _scan_path(self, path: Path, label: str, budget: Budget) -> list[Finding]:
+        """One file's findings; a file that cannot be read is a finding, not a failed scan."""
+        found: list[Finding] = []   # what was found before a layer broke off is kept
+        try:
+            mode = path.stat().st_mode
+            kind = "a directory" if stat.S_ISDIR(mode) else special_file_kind(mode)
+            if kind is not None:
+                return [_unreadable(label, None, f"{label} is {kind}, not a file ci-ml can read")]
+            for finding in self._scan_file(path, label, budget):
+                found.append(finding)
+        except Unreadable as exc:
+            found.append(_unreadable(label, None, str(exc)))
+        except OSError as exc:
+            found.append(_unreadable(label, None,
+                                     f"{label} cannot be read: {exc.strerror or exc}"))
+        return found
+
+    def _scan_file(self, path: Path, label: str, budget: Budget) -> Iterator[Finding]:
         suffix = path.suffix.lower()
         if suffix == ".safetensors":
             from ci_ml.scan.model_checks import safetensors_problems
@@ -139,98 +178,148 @@ class ModelFileScanner(Scanner):
                 yield _finding("onnx-invalid", label, invalid[0], {"problems": invalid})
             return
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            fh.seek(0)
-            if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(fh):
-                fh.seek(0)
-                yield from _scan_zip(fh, label)
-            elif looks_like_pickle(head) or suffix in PICKLE_SUFFIXES:
-                stream = _decompressed(fh, head, label) if suffix in (".joblib", ".pkl") else None
-                if stream is None:
-                    fh.seek(0)
-                    stream = fh
-                if suffix == ".bin" and not looks_like_pickle(head):
-                    return  # raw tensor bytes (e.g. an ONNX .bin or a GGML blob), not a pickle
-                from ci_ml.scan.pickles import analyze_pickle
-
-                yield from _pickle_findings(analyze_pickle(stream), label, None)
+            yield from _Layers(label, budget).scan(fh, path.name, None, 0)
 
 
-def _decompressed(fh: BinaryIO, head: bytes, label: str) -> BinaryIO | None:
-    """joblib's compressed files: zlib, gzip, bz2 or xz around a pickle."""
-    import bz2
-    import gzip
-    import lzma
+@dataclass
+class _Layers:
+    """Walks the layers of one file (archives, compression, npy, pickles) by content."""
 
-    raw: BinaryIO
-    if head[:2] == b"\x1f\x8b":
-        fh.seek(0)
-        raw = gzip.GzipFile(fileobj=fh)  # type: ignore[assignment]
-    elif head[:3] == b"BZh":
-        fh.seek(0)
-        raw = bz2.BZ2File(fh)  # type: ignore[assignment]
-    elif head[:6] == b"\xfd7zXZ\x00":
-        fh.seek(0)
-        raw = lzma.LZMAFile(fh)  # type: ignore[assignment]
-    elif head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
-        fh.seek(0)
-        return io.BytesIO(_inflate(fh, label))
-    else:
+    label: str
+    budget: Budget
+
+    def scan(self, fh: IO[bytes], name: str, member: str | None,
+             depth: int) -> Iterator[Finding]:
+        where = f"{self.label}!{member}" if member else self.label
+        if depth > MAX_DEPTH:
+            raise Unreadable(f"{where}: containers nested deeper than {MAX_DEPTH} levels")
+        head = read_head(fh)
+        kind = sniff(head)
+        if kind.startswith("unsupported:"):
+            raise Unreadable(f"{where}: compressed with {kind.split(':', 1)[1]}, which ci-ml "
+                             "cannot open: its content is not verified")
+        if kind in ("zip", "tar"):
+            members = (zip_members if kind == "zip" else tar_members)(
+                fh, where, self.budget, _interesting)
+            for item in members:
+                inner = f"{member}!{item.name}" if member else item.name
+                with item.stream:
+                    yield from self.scan(item.stream, item.name, inner, depth + 1)
+            return
+        if kind in ("gzip", "bz2", "xz", "lzma", "zlib", "zfile"):
+            try:
+                layer = decompress(kind, fh, where, self.budget)
+            except NotCompressed:
+                pass   # raw bytes that looked like zlib or lzma: read them as they are
+            else:
+                with layer.stream:
+                    # What a broken layer did produce is what a loader would have acted on.
+                    try:
+                        yield from self.scan(layer.stream, name.rsplit(".", 1)[0], member,
+                                             depth + 1)
+                    except Unreadable as exc:
+                        if layer.error is None:
+                            raise
+                        yield _unreadable(self.label, member, str(exc))
+                if layer.error is not None:
+                    raise Unreadable(layer.error)
+                return
+        if kind == "npy":
+            yield from self._npy(fh, where, member)
+            return
+        from ci_ml.scan.pickles import looks_like_pickle
+
+        size = size_of(fh)
+        suffix = Path(name).suffix.lower()
+        if looks_like_pickle(head, truncated=size > len(head)) or (
+                depth == 0 and suffix in PICKLE_SUFFIXES):
+            yield from self._pickle(fh, where, member, "")
+
+    def _npy(self, fh: IO[bytes], where: str, member: str | None) -> Iterator[Finding]:
+        header = npy_header(fh, where)
+        if not header.has_object:
+            return   # plain numbers: np.load reads them without unpickling
+        fh.seek(header.data_offset)
+        yield from self._pickle(fh, where, member, "a numpy object array (np.load needs "
+                                "allow_pickle=True): ")
+
+    def _pickle(self, fh: IO[bytes], where: str, member: str | None,
+                prefix: str) -> Iterator[Finding]:
+        from ci_ml.scan.pickles import analyze_pickle
+
+        start = fh.tell()
+        report = analyze_pickle(fh, size_of(fh))
+        yield from _pickle_findings(report, self.label, member, prefix, start)
+
+
+def _interesting(name: str, head: bytes) -> bool:
+    """Which archive members to read whole: anything that is a container, a pickle or an npy
+    (by content), or named like a pickle. Raw tensor data is only read through for its CRC."""
+    from ci_ml.scan.pickles import looks_like_pickle
+
+    return (sniff(head) != "data" or looks_like_pickle(head)
+            or Path(name).suffix.lower() in PICKLE_SUFFIXES)
+
+
+def _unreadable(label: str, member: str | None, reason: str) -> Finding:
+    return _finding("model-unreadable", label, reason, {"member": member, "reason": reason},
+                    key=f"{member or ''}:unreadable")
+
+
+def _import_rule(imp: PickleImport) -> str | None:
+    from ci_ml.scan.pickle_rules import Kind
+    from ci_ml.scan.pickles import Use
+
+    severity = imp.severity
+    if severity is None:
         return None
-    data = raw.read(MAX_DECOMPRESSED + 1)
-    if len(data) > MAX_DECOMPRESSED:
-        raise ScanError(f"model: {label} decompresses to more than {MAX_DECOMPRESSED} bytes")
-    return io.BytesIO(data)
+    if severity is Severity.CRITICAL:
+        return "pickle-dangerous-import"
+    if imp.kind is Kind.GADGET:
+        return "pickle-gadget-import"
+    if Use.MUTATED in imp.uses:
+        return "pickle-global-patched"
+    if severity is Severity.HIGH:
+        return "pickle-unknown-call"
+    return "pickle-unknown-import"
 
 
-def _inflate(fh: BinaryIO, label: str) -> bytes:
-    decomp = zlib.decompressobj()
-    out = bytearray()
-    while chunk := fh.read(1 << 20):
-        out += decomp.decompress(chunk, MAX_DECOMPRESSED + 1 - len(out))
-        if len(out) > MAX_DECOMPRESSED:
-            raise ScanError(f"model: {label} decompresses to more than {MAX_DECOMPRESSED} bytes")
-    return bytes(out)
-
-
-def _scan_zip(fh: BinaryIO, label: str) -> Iterator[Finding]:
-    """torch.save's zip format: the pickles are ``*.pkl`` members (data.pkl, constants.pkl)."""
-    with zipfile.ZipFile(fh) as archive:
-        for info in archive.infolist():
-            if not info.filename.endswith(".pkl"):
-                continue
-            if info.file_size > MAX_DECOMPRESSED:
-                raise ScanError(f"model: {label}!{info.filename} is larger than "
-                                f"{MAX_DECOMPRESSED} bytes")
-            data = archive.read(info)
-            from ci_ml.scan.pickles import analyze_pickle
-
-            yield from _pickle_findings(analyze_pickle(data), label, info.filename)
-
-
-def _pickle_findings(report: PickleReport, label: str, member: str | None) -> Iterator[Finding]:
+def _pickle_findings(report: PickleReport, label: str, member: str | None, prefix: str,
+                     start: int) -> Iterator[Finding]:
     where = f"{label}!{member}" if member else label
     base_raw = {"member": member, "protocol": report.protocol, "opcodes": report.opcodes,
-                "calls": report.calls}
-    yield _finding("pickle-format", label, f"{where} is a pickle (protocol {report.protocol})",
-                   base_raw, key=member or "")
-    worst: dict[str, list[PickleImport]] = {}
-    for imp in report.imports:
-        if imp.verdict is not Verdict.SAFE:
-            worst.setdefault(imp.qualname, []).append(imp)
-    for qualname, hits in worst.items():
-        rule = _VERDICT_RULE[hits[0].verdict]
-        yield _finding(rule, label, f"{where} imports {qualname} "
-                       f"({hits[0].opcode} at byte {hits[0].offset})",
-                       {**base_raw, "global": qualname, "offsets": [h.offset for h in hits]},
+                "calls": report.calls, "pickles": report.pickles,
+                "skipped": list(report.skipped)}
+    count = f"{report.pickles} pickles" if report.pickles > 1 else "a pickle"
+    yield _finding("pickle-format", label, f"{where} is {prefix}{count} (protocol "
+                   f"{report.protocol})", base_raw, key=member or "")
+    grouped: dict[tuple[str, str], list[PickleImport]] = {}
+    for imp in (*report.imports, *report.raw_imports):
+        rule = _import_rule(imp)
+        if rule is not None:
+            grouped.setdefault((rule, imp.qualname), []).append(imp)
+    for (rule, qualname), hits in grouped.items():
+        first = hits[0]
+        reach = f" (reaches {first.reaches})" if first.reaches not in (qualname, "") else ""
+        found_in = (" in bytes that do not decode as a pickle"
+                    if first in report.raw_imports else "")
+        yield _finding(rule, label, f"{where}: {first.use} {qualname}{reach} "
+                       f"({first.opcode} at byte {start + first.offset}){found_in}",
+                       {**base_raw, "global": qualname, "reaches": first.reaches,
+                        "use": first.use, "offsets": [start + h.offset for h in hits]},
                        key=f"{member or ''}:{qualname}")
+    if report.computed_calls:
+        offsets = [start + o for o in report.computed_calls]
+        yield _finding("pickle-computed-call", label, f"{where}: calls a value computed during "
+                       f"the load (a reducer of a reducer) at byte {offsets[0]}"
+                       + (f" and {len(offsets) - 1} more" if len(offsets) > 1 else ""),
+                       {**base_raw, "offsets": offsets}, key=f"{member or ''}:computed")
     if report.error is not None:
-        after_joblib = any(i.qualname == "joblib.numpy_pickle.NumpyArrayWrapper"
-                           for i in report.imports)
-        rule = "pickle-embedded-array-data" if after_joblib else "pickle-unverifiable"
-        yield _finding(rule, label, f"{where}: decoding stopped at byte {report.error_offset}: "
-                       f"{report.error}", {**base_raw, "error": report.error,
-                                           "offset": report.error_offset},
+        rule = ("pickle-embedded-array-data" if report.joblib_arrays else
+                "pickle-trailing-data" if report.trailing else "pickle-unverifiable")
+        offset = start + report.error_offset if report.error_offset is not None else None
+        yield _finding(rule, label, f"{where}: decoding stopped at byte {offset}: "
+                       f"{report.error}", {**base_raw, "error": report.error, "offset": offset},
                        key=member or "")
 
 

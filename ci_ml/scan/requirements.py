@@ -1,10 +1,12 @@
-"""Reading requirements files the way ``pip-audit --no-deps --disable-pip`` needs them:
-every requirement pinned with ``==``; bad lines are the user's to fix (exit 2).
+"""Reading requirements files before pip-audit sees them; bad lines are the user's to fix
+(exit 2).
 
 Checked before pip-audit runs, so a garbage line is a one-line error naming the
 file and line, not a tool failure. ``-r`` includes are followed; pip options
 (``--index-url``, ``--hash``...) are accepted; ``-e``/``-c``/URL-less editables
-cannot be audited without resolving them and are refused.
+cannot be audited without building them and are refused. A requirement that is
+not pinned with ``==`` (``numpy``, ``requests>=2``) is returned with ``pinned``
+false: the dependency scan resolves it (``resolve.py``) instead of refusing it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ci_ml.errors import InputError
+from ci_ml.yamlio import read_text_file
 
 _OPTION_SPLIT = re.compile(r"\s+(?=--?[A-Za-z])")
 _COMMENT = re.compile(r"(^|\s)#.*$")
@@ -29,11 +32,22 @@ _MAX_DEPTH = 10
 @dataclass(frozen=True)
 class Pin:
     name: str          # canonical
-    version: str
+    version: str       # the exact version, "" when not pinned (or a URL)
     file: Path
     line: int
     hashed: bool
     url: bool = False  # ``name @ URL``: pip-audit skips it (no version to audit)
+    spec: str = ""     # the requirement as written (without options), for resolving
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.version) or self.url
+
+    def where(self, root: Path | None = None) -> str:
+        path = self.file
+        if root is not None and path.resolve().is_relative_to(root.resolve()):
+            return f"{path.resolve().relative_to(root.resolve()).as_posix()}:{self.line}"
+        return f"{path}:{self.line}"
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -52,25 +66,12 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def read_text(path: Path, what: str) -> str:
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError as exc:
-        raise InputError(f"{what} {path}: is a directory, expected a file") from exc
-    except OSError as exc:
-        raise InputError(f"{what} {path}: cannot read: {exc.strerror}") from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} {path}: not UTF-8 text (byte {exc.start})") from exc
-
-
 def parse_requirements(path: Path, _depth: int = 0) -> list[Pin]:
     """Every pin of a requirements file (and its ``-r`` includes), validated."""
     if _depth > _MAX_DEPTH:
         raise InputError(f"requirements {path}: -r includes nest deeper than {_MAX_DEPTH}")
     pins: list[Pin] = []
-    for number, raw in _logical_lines(read_text(path, "requirements")):
+    for number, raw in _logical_lines(read_text_file(path, "requirements file", InputError)):
         line = _COMMENT.sub("", raw).strip()
         if not line:
             continue
@@ -94,15 +95,13 @@ def parse_requirements(path: Path, _depth: int = 0) -> list[Pin]:
             continue  # pip-audit skips requirements for other environments too
         name = canonicalize_name(req.name)
         if req.url:
-            pins.append(Pin(name, "", path, number, hashed, url=True))
+            pins.append(Pin(name, "", path, number, hashed, url=True, spec=spec.strip()))
             continue
         specs = list(req.specifier)
-        if len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
-            raise InputError(
-                f"{where}: {req.name} is not pinned to an exact version ({spec.strip()!r}); "
-                "auditing without resolving needs 'name==version' (pip-compile or "
-                "`pip freeze` produce such a file)")
-        pins.append(Pin(name, specs[0].version, path, number, hashed))
+        exact = (len(specs) == 1 and specs[0].operator in ("==", "===")
+                 and "*" not in specs[0].version)
+        pins.append(Pin(name, specs[0].version if exact else "", path, number, hashed,
+                        spec=spec.strip()))
     if _depth == 0:
         with_hash = [p for p in pins if p.hashed]
         if with_hash and len(with_hash) != len(pins):

@@ -25,6 +25,7 @@ from ci_ml.scan.dast import dast_request
 from ci_ml.scan.interface import ScanError, ScanRequest, ScanResult, ScanStatus, Severity
 from ci_ml.scan.registry import SCANNERS
 from ci_ml.scan.tool import find_tool, run_tool
+from ci_ml.yamlio import special_file_kind
 
 ADVISORIES_ENV = "CI_ML_ADVISORIES"
 IMAGE_SBOM = "scans/image-sbom.cdx.json"
@@ -53,14 +54,18 @@ def _code_request(config: Config, ctx: StepContext | None) -> ScanRequest:
     section = config.section("scan")["code"]
     return ScanRequest(root=config.root,
                        targets=tuple(config.resolve(p) for p in section["paths"]),
-                       options={"exclude": list(section["exclude"]), **_common(config)})
+                       options={"exclude": list(section["exclude"]),
+                                "unparsable_severity": section["unparsable_severity"],
+                                **_common(config)})
 
 
 def _deps_request(config: Config, ctx: StepContext | None) -> ScanRequest:
     section = config.section("scan")["deps"]
     return ScanRequest(root=config.root,
                        targets=tuple(config.resolve(p) for p in section["requirements"]),
-                       options={"advisories": advisories_dir(config), **_common(config)})
+                       options={"advisories": advisories_dir(config),
+                                "service": section["service"], "osv_url": section["osv_url"],
+                                **_common(config)})
 
 
 def _iac_request(config: Config, ctx: StepContext | None) -> ScanRequest:
@@ -90,7 +95,8 @@ def _model_request(config: Config, ctx: StepContext | None) -> ScanRequest:
     targets += [config.resolve(p) for p in section["paths"]]
     bases = (ctx.out_dir,) if ctx is not None else ()
     return ScanRequest(root=config.root, targets=tuple(targets),
-                       options={"bases": bases, **_common(config)})
+                       options={"bases": bases, "max_unpacked_mb": section["max_unpacked_mb"],
+                                **_common(config)})
 
 
 RequestBuilder = Callable[[Config, StepContext | None], ScanRequest]
@@ -119,10 +125,14 @@ EXTRA_OUTPUTS: dict[str, tuple[str, ...]] = {"image": (IMAGE_SBOM,)}
 
 
 def _check_readable(path: Path, key: str) -> None:
-    """A path the user configured must exist and be readable (exit 2 otherwise)."""
+    """A path the user configured must exist, be a file or a directory, and be readable
+    (exit 2 otherwise): /dev/zero or a FIFO would make a scanner read forever or block."""
     if not path.exists():
         what = "dangling symlink" if path.is_symlink() else "does not exist"
         raise ConfigError(f"{key}: {path} {what}")
+    kind = special_file_kind(path.stat().st_mode)
+    if kind is not None:
+        raise ConfigError(f"{key}: {path} is {kind}, not a file or a directory")
     try:
         if path.is_dir():
             next(os.scandir(path), None)
@@ -159,6 +169,15 @@ def _preflight_deps(config: Config) -> None:
     _preflight_advisories(config)
 
 
+def _has_unpinned(files: tuple[Path, ...]) -> bool:
+    from ci_ml.scan.requirements import parse_requirements
+
+    try:
+        return any(not pin.pinned for f in files for pin in parse_requirements(f))
+    except InputError:
+        return False   # preflight has reported it
+
+
 def _preflight_image(config: Config) -> None:
     section = config.section("scan")["image"]
     if bool(section["image"]) == bool(section["input"]):
@@ -186,7 +205,10 @@ def summarize(result: ScanResult) -> str:
         counts[f.severity.label] = counts.get(f.severity.label, 0) + 1
     order = [s.label for s in sorted(Severity, reverse=True)]
     parts = [f"{counts[s]} {s}" for s in order if s in counts]
-    return f"{len(result.findings)} finding(s)" + (f" ({', '.join(parts)})" if parts else "")
+    text = f"{len(result.findings)} finding(s)" + (f" ({', '.join(parts)})" if parts else "")
+    if result.status is ScanStatus.INCOMPLETE:
+        text += f"; INCOMPLETE, {len(result.gaps)} not covered: {result.gaps[0].title}"
+    return text
 
 
 def run_scan(scanner_name: str, request: ScanRequest) -> ScanResult:
@@ -268,11 +290,15 @@ class ScanStep(Step):
             else:
                 extra[f"input{i}:{target.name}"] = hash_path(target)
         advisories = req.options.get("advisories", False)
+        today = dt.datetime.now(dt.UTC).date().isoformat()
         if isinstance(advisories, Path):
             extra["advisories"] = hash_path(advisories)
         elif advisories is None:
             # Online advisory services change daily: an online result is reused that day only.
-            extra["online_day"] = dt.datetime.now(dt.UTC).date().isoformat()
+            extra["online_day"] = today
+        if self.scanner == "deps" and _has_unpinned(req.targets):
+            # What pip resolves an unpinned requirement to changes with new releases.
+            extra["resolved_day"] = today
         if req.options.get("image"):
             extra["image_id"] = _image_id(str(req.options["image"]))
         scan = ctx.config.section("scan")

@@ -18,8 +18,12 @@ from ci_ml.fsutil import sha256_bytes
 from ci_ml.scan.interface import Confidence, Finding, Location, ScanError, Severity
 from ci_ml.scan.tool import DEFAULT_TIMEOUT_S, find_tool, parse_json_output, run_tool, tool_version
 
+# The empty strings disable trivy's tree-local files (read from the working directory,
+# the project under review): trivy.yaml, .trivyignore, trivy-secret.yaml. The findings they
+# would hide are reported instead (source_suppressions.trivy_ignores).
 COMMON_FLAGS = ("--skip-version-check", "--disable-telemetry", "--no-progress",
-                "--cache-backend", "memory")
+                "--cache-backend", "memory", "--config", "", "--ignorefile", "",
+                "--secret-config", "")
 
 
 def trivy_version() -> str:

@@ -3,7 +3,10 @@
 The same rules for every scanner. A waiver names a finding id (or one of its
 aliases, e.g. a CVE) and exactly one scope:
 - ``package: NAME`` or ``package: NAME@VERSION`` (dependency and image packages),
-- ``path: FILE``, a glob (``src/legacy/*.py``) or a directory (``deploy/``),
+- ``path: FILE``, a glob matched per path segment (``src/legacy/*.py`` covers
+  ``src/legacy/a.py`` but never ``src/legacy/sub/b.py``: ``*`` does not cross
+  ``/``), ``**`` for any depth (``src/**/*.py``), or a directory (``deploy/``,
+  also any depth); recursive scopes are marked as such in every report,
 - ``image: sha256:DIGEST`` (the image ID trivy reports).
 ``scanner:`` optionally narrows it further. A waiver suppresses matching
 findings through its ``expires`` date; from the day after, it stops
@@ -29,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
 from packaging.utils import canonicalize_name
 
 from ci_ml.config import Config
 from ci_ml.errors import ConfigError
 from ci_ml.scan.interface import Finding
+from ci_ml.yamlio import check_finite, parse_yaml, read_text_file
 
 SCOPES = ("package", "path", "image")
 SCANNER_NAMES = ("code", "deps", "image", "iac", "model", "dast")
@@ -48,8 +51,13 @@ class Scope:
     kind: str      # package | path | image
     value: str
 
+    @property
+    def recursive(self) -> bool:
+        """A path scope that covers files at any depth (``**`` or ``dir/``): shown as such."""
+        return self.kind == "path" and recursive_path(self.value)
+
     def describe(self) -> str:
-        return f"{self.kind} {self.value}"
+        return f"{self.kind} {self.value}" + (" (any depth)" if self.recursive else "")
 
 
 @dataclass(frozen=True)
@@ -103,9 +111,13 @@ class Waiver:
         return loc.digest is not None and _digest(loc.digest) == _digest(self.scope.value)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, self.scope.kind: self.scope.value, "owner": self.owner,
-                "reason": self.reason, "expires": self.expires.isoformat(),
-                "scanner": self.scanner, "entry": self.entry}
+        doc: dict[str, Any] = {
+            "id": self.id, self.scope.kind: self.scope.value, "owner": self.owner,
+            "reason": self.reason, "expires": self.expires.isoformat(),
+            "scanner": self.scanner, "entry": self.entry}
+        if self.scope.recursive:
+            doc["recursive"] = True
+        return doc
 
 
 def _names(finding: Finding) -> set[str]:
@@ -124,13 +136,43 @@ def _strip_dot(path: str) -> str:
     return "" if path == "." else path
 
 
+def recursive_path(pattern: str) -> bool:
+    """A path scope that reaches any depth: ``**`` in it, or a directory (``deploy/``)."""
+    pattern = _strip_dot(pattern)
+    return pattern.endswith("/") or "**" in pattern.split("/")
+
+
 def _path_matches(path: str, pattern: str) -> bool:
+    """Glob matching by path segment: ``*``, ``?`` and ``[...]`` stay inside one segment (never
+    cross ``/``); only a whole ``**`` segment spans directories (zero or more); a pattern
+    ending in ``/`` is a directory and covers everything below it."""
     path, pattern = _strip_dot(path), _strip_dot(pattern)
     if not pattern:
         return True
     if pattern.endswith("/"):
-        return path.startswith(pattern)
-    return path == pattern or fnmatch.fnmatchcase(path, pattern)
+        pattern += "**"
+    return _segments_match(path.split("/"), pattern.split("/"))
+
+
+def _segments_match(parts: Sequence[str], pats: Sequence[str]) -> bool:
+    # Iterative two-pointer match with backtracking to the last '**' (linear-ish, no recursion).
+    i = j = 0
+    star_j, star_i = -1, 0
+    while i < len(parts):
+        if j < len(pats) and pats[j] == "**":
+            star_j, star_i = j, i
+            j += 1
+        elif j < len(pats) and fnmatch.fnmatchcase(parts[i], pats[j]):
+            i += 1
+            j += 1
+        elif star_j >= 0:
+            star_i += 1
+            i, j = star_i, star_j + 1
+        else:
+            return False
+    while j < len(pats) and pats[j] == "**":
+        j += 1
+    return j == len(pats)
 
 
 class Suppressed(NamedTuple):
@@ -244,21 +286,9 @@ def apply_waivers(findings: Iterable[Finding], waivers: Sequence[Waiver],
 
 def load_waivers(path: Path) -> tuple[Waiver, ...]:
     """Read and validate a waivers file; ConfigError names the file and the bad entry."""
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, expected a waivers YAML file")
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: waivers file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read waivers file: {exc}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}YAML syntax error: "
-                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    text = read_text_file(path, "waivers file")
+    doc = parse_yaml(text, str(path))
+    check_finite(doc, str(path))
     if doc is None:
         return ()
     entries = doc.get("waivers") if isinstance(doc, Mapping) else doc

@@ -78,7 +78,8 @@ def test_yaml_timestamps_become_rfc3339_strings(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("id: [unclosed\n", "not a valid OSV record"),
+    ("id: [unclosed\n", "YAML syntax error"),
+    ("id: A-1\nid: A-2\n", "duplicate key 'id'"),
     ("details: no id here\n", "no 'id'"),
 ])
 def test_broken_record_is_an_input_error_naming_the_file(tmp_path: Path, content: str,

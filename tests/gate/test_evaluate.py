@@ -160,3 +160,52 @@ def test_decision_json_lists_every_rule_with_numbers() -> None:
 
 def test_policy_digest_changes_with_the_policy() -> None:
     assert policy(findings={"high": 0}).digest != policy(findings={"high": 1}).digest
+
+
+def _gap(package: str) -> Finding:
+    return Finding("CIML-D001", "dependency-not-audited", "deps", Severity.UNKNOWN,
+                   f"{package} was not audited: service unreachable",
+                   Location(path="requirements.txt", line=1, package=package))
+
+
+def test_an_incomplete_scan_blocks_like_a_failed_one_required_or_not() -> None:
+    incomplete = ScanResult("deps", ScanStatus.INCOMPLETE, (), "pip-audit", "2",
+                            gaps=(_gap("requests"),))
+    for required in (["deps"], []):
+        d = evaluate(evidence(scans={"deps": incomplete}),
+                     policy(required_scans=required, findings={"critical": 0, "high": 0}))
+        assert outcome(d, "scan.deps") is Outcome.BLOCK
+        assert "incomplete" in d.blocking[0].message and "requests" in d.blocking[0].message
+
+
+def test_a_waiver_can_accept_a_gap_but_only_the_one_it_names() -> None:
+    incomplete = ScanResult("deps", ScanStatus.INCOMPLETE, (), "pip-audit", "2",
+                            gaps=(_gap("internal-lib"), _gap("requests")))
+    one = Waiver("CIML-D001", Scope("package", "internal-lib"), "sec", "private index",
+                 datetime.date(2025, 12, 31))
+    d = evaluate(evidence(scans={"deps": incomplete}, waivers=(one,)),
+                 policy(required_scans=["deps"]))
+    assert outcome(d, "scan.deps") is Outcome.BLOCK and "requests" in d.blocking[0].message
+    both = (one, Waiver("CIML-D001", Scope("package", "requests"), "sec", "r",
+                        datetime.date(2025, 12, 31)))
+    d = evaluate(evidence(scans={"deps": incomplete}, waivers=both),
+                 policy(required_scans=["deps"]))
+    assert outcome(d, "scan.deps") is Outcome.PASS
+
+
+def test_a_finding_suppressed_only_in_code_still_counts() -> None:
+    from dataclasses import replace
+
+    from ci_ml.scan.interface import SourceSuppression
+
+    nosec = replace(finding("code", Severity.HIGH, "B602"),
+                    suppressed_in_source=SourceSuppression("# nosec", "src/a.py", 3))
+    d = evaluate(evidence(scans=scans(nosec)), policy(findings={"high": 0}))
+    assert not d.passed
+    assert "suppressed only in code" in d.blocking[0].message
+    assert d.to_json()["waivers"]["suppressed_in_source"][0]["origin"] == "# nosec"
+    waiver = Waiver("B602", Scope("path", "src/a.py"), "sec", "reviewed",
+                    datetime.date(2025, 12, 31))
+    d = evaluate(evidence(scans=scans(nosec), waivers=(waiver,)), policy(findings={"high": 0}))
+    assert d.passed
+    assert d.to_json()["waivers"]["suppressed_in_source"][0]["waived_by"] == "B602"

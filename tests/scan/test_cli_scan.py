@@ -130,16 +130,25 @@ def test_cache_keys_do_not_depend_on_where_the_project_lives(planted: Path,
     assert keys[0]["scan-iac"] == keys[1]["scan-iac"]
 
 
-def test_url_requirements_are_reported_as_not_audited(planted: Path, tmp_path: Path) -> None:
+def test_url_requirements_make_the_scan_incomplete(planted: Path, tmp_path: Path) -> None:
     (planted / "requirements.txt").write_text(
         "requests==2.19.0\nfoo @ https://example.com/foo-1.0-py3-none-any.whl\n")
     out = tmp_path / "out"
     result = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out)
-    assert result.code == 0, result.output
-    skipped = [f for f in scan_result(out, "deps")["findings"] if f["id"] == "CIML-D001"]
-    assert [(f["severity"], f["location"]["package"], f["location"]["line"]) for f in skipped] \
-        == [("info", "foo", 2)]
+    assert result.code == 1, result.output              # not audited is never clean
+    raw = scan_result(out, "deps")
+    assert raw["status"] == "incomplete"
+    assert "CIML-D001" not in {f["id"] for f in raw["findings"]}
+    assert [(g["id"], g["location"]["package"], g["location"]["line"]) for g in raw["gaps"]] \
+        == [("CIML-D001", "foo", 2)]
     assert_reports_valid(out)
+    # A waiver accepts the one gap it names; the scan then counts as covered.
+    (planted / "waivers.yaml").write_text(
+        "waivers:\n  - id: CIML-D001\n    package: foo\n    owner: sec@example.com\n"
+        f"    reason: internal wheel\n    expires: {(TODAY + dt.timedelta(days=9)).isoformat()}\n")
+    result = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out,
+                     "--waivers", planted / "waivers.yaml")
+    assert result.code == 0, result.output
 
 
 def test_advisories_option_beats_the_environment_which_beats_the_config(planted: Path,

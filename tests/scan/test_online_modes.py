@@ -53,7 +53,8 @@ def test_deps_online_uses_pip_audits_default_service(planted: Path, tmp_path: Pa
     (argv,) = _calls(tmp_path, "pip-audit")
     assert argv[:2] == ["-r", str((planted / "requirements.txt").resolve())]
     assert {"--no-deps", "--disable-pip", "--format", "json"} <= set(argv)
-    assert "--vulnerability-service" not in argv and "--osv-url" not in argv
+    # pip-audit's default service, named explicitly (scan.deps.service: pypi); no local URL.
+    assert argv[argv.index("--vulnerability-service") + 1] == "pypi" and "--osv-url" not in argv
     found = scan_result(out, "deps")
     assert len(found["findings"]) == 6
     assert {f["raw"]["advisory_source"] for f in found["findings"]} == {"pip-audit"}

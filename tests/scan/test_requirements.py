@@ -39,9 +39,6 @@ def test_hashes_and_line_continuations(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("requests==2.19.0\n%%% garbage !!\n", ":2: not a valid requirement '%%% garbage !!'"),
-    ("requests>=2.0\n", "requests is not pinned to an exact version"),
-    ("requests==2.*\n", "not pinned to an exact version"),
-    ("requests\n", "not pinned"),
     ("-e ./local\n", "editable requirement"),
     ("-c constraints.txt\n", "constraints files are not supported"),
     ("--frobnicate\n", "unknown option '--frobnicate'"),
@@ -62,5 +59,17 @@ def test_unreadable_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is a directory"):
         parse_requirements(tmp_path)
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(InputError, match="not UTF-8"):
+    with pytest.raises(InputError, match="not a text file"):
         parse_requirements(tmp_path / "bin.txt")
+
+
+@pytest.mark.parametrize(("text", "version", "spec"), [
+    ("requests>=2.0\n", "", "requests>=2.0"),
+    ("requests==2.*\n", "", "requests==2.*"),
+    ("requests\n", "", "requests"),
+    ("requests==2.19.1\n", "2.19.1", "requests==2.19.1"),
+])
+def test_unpinned_requirements_are_kept_for_resolution(tmp_path: Path, text: str, version: str,
+                                                       spec: str) -> None:
+    (pin,) = parse_requirements(_write(tmp_path, text))
+    assert (pin.version, pin.spec, pin.pinned) == (version, spec, bool(version))

@@ -72,7 +72,7 @@ def test_expired_waiver_stops_suppressing_and_is_reported() -> None:
 
 
 def test_a_renewed_waiver_beside_the_expired_one_keeps_the_finding_accepted() -> None:
-    old = _waiver("B602", "path", "src/*.py", expires=TODAY - dt.timedelta(days=1))
+    old = _waiver("B602", "path", "src/**/*.py", expires=TODAY - dt.timedelta(days=1))
     new = _waiver("B602", "path", "src/app/run.py", expires=TODAY + dt.timedelta(days=90))
     report = apply_waivers([CODE], [old, new], TODAY)
     assert report.suppressed == ((CODE, new),)
@@ -159,3 +159,44 @@ def test_malformed_waivers_name_file_and_entry(tmp_path: Path, text: str, messag
 def test_missing_waivers_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="waivers file not found"):
         load_waivers(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("pattern", "path", "matches"), [
+    ("src/*.py", "src/a.py", True),
+    ("src/*.py", "src/pkg/deep.py", False),        # '*' never crosses '/'
+    ("src/*/*.py", "src/pkg/deep.py", True),
+    ("src/**/*.py", "src/a.py", True),              # '**' is zero or more directories
+    ("src/**/*.py", "src/pkg/sub/deep.py", True),
+    ("src/**", "src/pkg/deep.py", True),
+    ("**/deep.py", "src/pkg/deep.py", True),
+    ("src/p?g/*.py", "src/pkg/deep.py", True),
+    ("src/[pq]kg/*.py", "src/pkg/deep.py", True),
+    ("src/pkg/", "src/pkg/sub/deep.py", True),       # a directory: any depth
+    ("src/*", "src/pkg/deep.py", False),
+    ("*.py", "src/a.py", False),
+    ("src/a*", "src/a/b.py", False),
+])
+def test_path_globs_match_by_segment(pattern: str, path: str, matches: bool) -> None:
+    finding = Finding(id="B602", rule="r", scanner="code", severity=Severity.HIGH, title="t",
+                      location=Location(path=path, line=1))
+    report = apply_waivers([finding], [_waiver("B602", "path", pattern)], TODAY)
+    assert bool(report.suppressed) is matches
+
+
+def test_recursive_scopes_are_marked_everywhere_a_waiver_is_shown() -> None:
+    deep, flat = _waiver("B602", "path", "src/**"), _waiver("B602", "path", "src/*.py")
+    assert deep.scope.recursive and not flat.scope.recursive
+    assert deep.to_json()["recursive"] is True and "recursive" not in flat.to_json()
+    assert "(any depth)" in deep.describe() and "(any depth)" not in flat.describe()
+    assert _waiver("B602", "path", "deploy/").scope.recursive
+
+
+def test_duplicate_keys_in_the_waivers_file_are_an_error_naming_both_lines(
+        tmp_path: Path) -> None:
+    path = tmp_path / "waivers.yaml"
+    path.write_text("waivers:\n  - id: B602\n    path: src/a.py\n    owner: a\n    reason: r\n"
+                    "    expires: 2099-01-01\n    path: src/**\n")
+    with pytest.raises(ConfigError) as info:
+        load_waivers(path)
+    assert str(path) in str(info.value)
+    assert "duplicate key 'path' (first on line 3, again on line 7)" in str(info.value)
