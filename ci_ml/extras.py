@@ -38,6 +38,8 @@ EXTRAS: dict[str, Extra] = {
                    ("torch", "torch_pruning", "safetensors", "onnx", "onnxscript", "onnxruntime",
                     "matplotlib", *DATA_MODULES)),
     "serve": Extra("serve", "the ONNX Runtime model server (serve, scan dast)", SERVER_MODULES),
+    "monitor": Extra("monitor", "ci-ml monitor (drift and quality tests, per-feature plots)",
+                     (*SERVER_MODULES, "scipy", "matplotlib")),
     "scan": Extra("scan", "the scanners ci-ml runs (bandit, pip-audit, ONNX checks, the ZAP client)",
                   ("bandit", "pip_audit", "onnx", "zapv2")),
     # deploy build validates the model with ONNX Runtime and pins its version in the image.

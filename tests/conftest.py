@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,18 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | No
                           capture_output=True, text=True, env=full_env, timeout=timeout,
                           check=False)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Prometheus (Debian's) on 127.0.0.1 per test session (per xdist worker),
+    shared by the server's metrics tests and the monitoring tests; targets are added with
+    ``scrape(url)``."""
+    from tests.serve.prometheus import Prometheus
+
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield prom
+    prom.stop()
 
 
 @pytest.fixture

@@ -127,6 +127,10 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
                             needs=(f"gate-{stage}",), trigger=promote_trigger, stage=stage,
                             deploy=bool(ci["deploy"]),
                             extras=("deploy",) if ci["deploy"] else ()))
+    # The scheduled monitor job (ci-ml monitor --trigger): it alone runs on the schedule.
+    if config.section("monitor")["schedule"]:
+        jobs.append(Job("monitor", "monitor", "monitor", trigger=Trigger.SCHEDULE,
+                        extras=("monitor",)))
     return tuple(jobs)
 
 
@@ -141,5 +145,12 @@ def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:
         jobs=plan_jobs(config),
         settings=ci,
         serve_port=port,
+        schedule=_schedule(config),
+        trigger_kind=str(config.section("monitor")["trigger"]["kind"]),
     )
+
+
+def _schedule(config: Config) -> str | None:
+    cron = config.section("monitor")["schedule"]
+    return safe_value(str(cron), "monitor.schedule") if cron else None
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import click
 
 import ci_ml
-from ci_ml.cli import deploy, generate, model, pipeline, project, registry, scan, serve
+from ci_ml.cli import deploy, generate, model, monitor, pipeline, project, registry, scan, serve
 from ci_ml.errors import EXIT_INTERRUPTED, EXIT_TOOL, EXIT_USAGE, CiMlError
 
-FAMILIES = (project, pipeline, model, scan, serve, registry, deploy, generate)
+FAMILIES = (project, pipeline, model, scan, serve, registry, deploy, generate, monitor)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -62,6 +62,8 @@ def deploy_render(stable: int | None, canary: int | None, canary_weight: int | N
                    f"{plan.effective_weight:.0f}% ({plan.mode})" if plan.canary else "")
     click.echo(f"rendered {len(result.files)} manifests to {result.directory}: stable "
                f"v{plan.stable.version} ({plan.stable.image}){canary_text}; {checks}")
+    click.echo(f"alerting rules for the monitor's SLOs in {out_dir / 'alerts'} "
+               + ("(not checked)" if no_validate else "(promtool check rules: ok)"))
 
 
 @deploy.command("build")

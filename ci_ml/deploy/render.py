@@ -240,5 +240,12 @@ def render_to(config: Config, out_dir: Path, plan: RenderPlan, *,
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    # The monitor's SLOs as alerting rules, beside k8s/ (so `kubectl apply -f k8s/` needs no
+    # Prometheus Operator): a rules file and a PrometheusRule, checked by promtool.
+    from ci_ml.monitor.alerts import write_alerts
+
+    ctx = _context(config, plan)
+    write_alerts(config, out_dir, namespace=ctx["namespace"], name=ctx["name"],
+                 validate=validate)
     return RenderResult(plan, out_dir / K8S_DIR, tuple(sorted(files)), version,
                         tuple(misconfigs))

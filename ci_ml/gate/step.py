@@ -15,10 +15,11 @@ from typing import Any
 
 from ci_ml.config import Config
 from ci_ml.errors import InputError
-from ci_ml.fsutil import atomic_write_json, atomic_write_text
+from ci_ml.fsutil import atomic_write_json, atomic_write_text, sha256_file
 from ci_ml.gate.evaluate import evaluate
 from ci_ml.gate.interface import Decision, Evidence, StageModel, StagePolicy
 from ci_ml.model.steps import served_metrics_path
+from ci_ml.monitor.interface import REPORT_NAME as MONITOR_REPORT
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 from ci_ml.registry.backends import open_registry
 from ci_ml.registry.interface import (
@@ -156,7 +157,9 @@ class GateStep(Step):
             config={"policy": dict(c.section("policy")), "waivers": c.section("scan")["waivers"],
                     "registry": dict(c.section("registry"))},
             extra={"today": datetime.date.today().isoformat(),
-                   "registry": open_registry(c).state_digest()},
+                   "registry": open_registry(c).state_digest(),
+                   # report.html shows the latest monitoring section when there is one.
+                   "monitor": _file_digest(ctx.artifact(MONITOR_REPORT)) or ""},
         )
 
     def outputs(self, config: Config) -> tuple[str, ...]:
@@ -175,6 +178,10 @@ class GateStep(Step):
         tail = f" (+{more} more)" if more > 0 else ""
         return StepOutcome(status, f"{verdict} for {ctx.stage}" +
                            (f": {blocking}{tail}" if blocking else ""), _details(decision))
+
+
+def _file_digest(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
 
 
 def _details(decision: Decision) -> Mapping[str, Any]:

@@ -12,6 +12,7 @@ writes it.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -137,4 +138,24 @@ def render_html(decision: Decision, evidence: Evidence, policy: StagePolicy,
         predicted=_predicted(evidence.metrics),
         candidate_files=candidate_files(out_dir) if out_dir is not None else [],
         findings=_findings(decision, evidence),
+        monitoring=_monitoring(out_dir),
     )
+
+
+def _monitoring(out_dir: Path | None) -> dict[str, Any] | None:
+    """The monitoring section, when ``ci-ml monitor`` left its report in the out dir (its
+    plots need matplotlib, which the gate's lean install may not have: then tables only)."""
+    from ci_ml.extras import module_available
+    from ci_ml.monitor.html import monitor_context
+    from ci_ml.monitor.interface import REPORT_NAME
+
+    path = out_dir / REPORT_NAME if out_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("decision"), dict):
+        return None
+    return monitor_context(doc, plots=module_available("matplotlib"))
