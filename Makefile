@@ -6,12 +6,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/example
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean test-torch-newest
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# ISLP ships the Hitters data set the tests use; its own dependencies (lightning,
+	# lifelines, statsmodels, ...) serve its labs, not its data files: data only.
+	$(BIN)/pip install --quiet --no-deps 'ISLP==0.6.0'
 	touch $@
 
 demo: $(BIN)/.installed
@@ -27,6 +30,16 @@ pytest: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test: lint typecheck pytest
+
+# [train] admits torch 2.13.0 to 2.14.1. `make test` runs on the lowest (the CPU build on
+# this machine's disk); this runs the model tests on the newest, in a venv of its own (on
+# x86_64 2.14.1 is a CUDA build of about 5.5 GB, so it is not part of `make test`).
+NEWEST := .venv-torch-newest
+test-torch-newest:
+	$(PYTHON) -m venv $(NEWEST)
+	echo "torch==2.14.1" > $(NEWEST)/constraints.txt
+	PIP_CONSTRAINT=$(NEWEST)/constraints.txt $(NEWEST)/bin/pip install --quiet -e '.[dev]'
+	$(NEWEST)/bin/python -m pytest tests/model tests/test_extras.py -q -p no:cacheprovider
 
 bench: $(BIN)/.installed
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

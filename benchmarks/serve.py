@@ -1,6 +1,6 @@
 """Model server benchmark: the stdlib server this project had and today's, side by side.
 
-    python benchmarks/serve.py [--model pruned/model.onnx] [--duration 10] [--baseline REF]
+    python benchmarks/serve.py [--model candidate/model.onnx] [--duration 10] [--baseline REF]
 
 Without --model it trains and exports the bundled example first (fixtures/example, in a
 temporary directory). Every server runs in its own process (`python -m ci_ml.serve`, the
@@ -68,7 +68,7 @@ def build_example_model(work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "ci_ml", "prune", "--config",
                     str(project / "ci-ml.yaml"), "--out", str(work / "out"), "--quiet"],
                    check=True, env=env)
-    return work / "out" / "pruned" / "model.onnx"
+    return work / "out" / "candidate" / "model.onnx"
 
 
 def baseline_ref() -> str:

@@ -10,7 +10,7 @@ This module is torch-free so that serving, scanning and the gate can import it.
 from __future__ import annotations
 
 TRAINED_DIR = "model"
-CANDIDATE_DIR = "pruned"
+CANDIDATE_DIR = "candidate"
 CANDIDATE_ONNX = f"{CANDIDATE_DIR}/model.onnx"
 CANDIDATE_ONNX_DATA = f"{CANDIDATE_DIR}/model.onnx.data"
 CANDIDATE_CARD = f"{CANDIDATE_DIR}/model.json"

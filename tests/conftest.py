@@ -9,8 +9,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.registry.servers import Distribution, Mlflow, start_distribution, start_mlflow
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
@@ -39,6 +42,18 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | No
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Prometheus (Debian's) on 127.0.0.1 per test session (per xdist worker),
+    shared by the server's metrics tests and the monitoring tests; targets are added with
+    ``scrape(url)``."""
+    from tests.serve.prometheus import Prometheus
+
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield prom
+    prom.stop()
+
+
 @pytest.fixture
 def example_project(tmp_path: Path) -> Path:
     """A private copy of the bundled example, with its own cache directory."""
@@ -62,6 +77,18 @@ def fast_example(example_project: Path) -> Path:
                         "  latency_rounds: 3 ")
     cfg.write_text(text)
     return example_project
+
+
+@pytest.fixture(scope="session")
+def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    """A CNCF distribution registry on 127.0.0.1, once per test session."""
+    yield from start_distribution(tmp_path_factory.mktemp("distribution"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    """An MLflow tracking server (SQLite store) on 127.0.0.1, once per test session."""
+    yield from start_mlflow(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,8 @@ from ci_ml.errors import ConfigError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-PREDICATE_TYPE = "https://ci-ml.invalid/attestation/promotion/v1"
+# One statement per registry event (promotion or rollback); v2 links each to the one before.
+PREDICATE_TYPE = "https://ci-ml.invalid/attestation/registry-event/v2"
 
 
 class KeyFileError(ConfigError):

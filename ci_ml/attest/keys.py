@@ -3,8 +3,14 @@
 The private key comes from a path: ``CI_ML_SIGNING_KEY`` (env) overrides
 ``registry.signing_key`` (config). A passphrase, if the PEM is encrypted, comes
 from ``CI_ML_SIGNING_KEY_PASSWORD``. The public key for verification comes from
-``--key``, ``CI_ML_VERIFY_KEY``, ``registry.verify_key``, or is derived from the
-configured signing key.
+``--key``, ``CI_ML_VERIFY_KEY`` (a path, or the PEM itself), the public half of a
+signing key given by the environment, ``registry.verify_key``, or is derived from
+the configured signing key.
+
+The environment is the CI system's (its secrets and protected variables); the
+config is the repository's, which the change under review may edit. So a key the
+environment gives outranks the config, and when both a signing key and a public key
+are known they must be one key pair.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ class Ed25519Signer(Signer):
 
     def verifier(self) -> Ed25519Verifier:
         return Ed25519Verifier(self._key.public_key())
+
+    def public_pem(self) -> bytes:
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def __repr__(self) -> str:  # never show key material, even in a traceback
         return f"Ed25519Signer(keyid={self.keyid})"
@@ -93,13 +103,16 @@ def load_private_key(path: Path) -> Ed25519Signer:
 
 
 def load_public_key(path: Path) -> Ed25519Verifier:
-    data = _read(path, "public key")
+    return _public_key(_read(path, "public key"), str(path))
+
+
+def _public_key(data: bytes, where: str) -> Ed25519Verifier:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise KeyFileError(f"{path}: not a PEM public key") from exc
+        raise KeyFileError(f"{where}: not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: public key must be ed25519, got {type(key).__name__}")
+        raise KeyFileError(f"{where}: public key must be ed25519, got {type(key).__name__}")
     return Ed25519Verifier(key)
 
 
@@ -124,12 +137,34 @@ def configured_signer(config: Config) -> Ed25519Signer | None:
     return load_private_key(path) if path else None
 
 
+def env_verifier() -> Ed25519Verifier | None:
+    """The public key the CI environment names: ``CI_ML_VERIFY_KEY`` (a path or the PEM)."""
+    env = os.environ.get(VERIFY_KEY_ENV, "").strip()
+    if not env:
+        return None
+    if env.startswith("-----BEGIN"):
+        return _public_key(env.encode(), f"${VERIFY_KEY_ENV}")
+    return load_public_key(Path(env))
+
+
+def keys_from_environment() -> bool:
+    """True when the CI environment hands ci-ml a key: then signatures are required."""
+    return bool(os.environ.get(SIGNING_KEY_ENV) or os.environ.get(VERIFY_KEY_ENV, "").strip())
+
+
 def configured_verifier(config: Config, explicit: Path | None) -> Ed25519Verifier | None:
+    """The key the registry's history must be signed with (None: no key known).
+
+    In order: ``--key``, ``CI_ML_VERIFY_KEY``, the public half of ``CI_ML_SIGNING_KEY``
+    (both from the CI system), ``registry.verify_key``, the public half of
+    ``registry.signing_key`` (both from the repository)."""
     if explicit is not None:
         return load_public_key(explicit)
-    env = os.environ.get(VERIFY_KEY_ENV)
-    if env:
-        return load_public_key(Path(env))
+    from_env = env_verifier()
+    if from_env is not None:
+        return from_env
+    if os.environ.get(SIGNING_KEY_ENV):
+        return load_private_key(Path(os.environ[SIGNING_KEY_ENV])).verifier()
     configured = config.section("registry")["verify_key"]
     if configured:
         return load_public_key(config.resolve(str(configured)))
@@ -144,8 +179,7 @@ def generate_keypair(private_path: Path) -> tuple[Path, str]:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub = Ed25519Signer(key).public_pem()
     private_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

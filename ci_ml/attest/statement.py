@@ -1,9 +1,13 @@
-"""The in-toto Statement v1 of a promotion: what was promoted, on what evidence, and why.
+"""The in-toto Statement v1 of one registry event: what moved where, on what evidence, why.
 
-Subjects are the model's files with their sha256 (ONNX, external data, weights,
-model card). The predicate binds them to the data hashes, the metrics, the
-findings summary, the waivers in force, the policy's hash, the gate decision, the
-git commit and whether the promotion was forced (and the reason given).
+Subjects are the model's files with their sha256 (ONNX, external data, card, and the
+weights when present). The predicate holds *every* field the gate or a stage relies
+on: the event's place in the history (project, sequence number, sha256 of the event
+before), the action, stage, version and the version it replaced, the model digest and
+its record (metrics, data hashes, who made it when), forced and reason, the gate's
+decision and the evidence blobs' hashes, who and when; plus, for promotions, the
+findings summary, the waivers in force, the policy hash and the git state. The
+registry's history is derived from these statements alone.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,7 @@ import ci_ml
 from ci_ml.attest import dsse
 from ci_ml.attest.interface import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE, Signer
 from ci_ml.errors import InputError
-from ci_ml.registry.interface import HistoryEntry, VersionRecord
+from ci_ml.registry.interface import Action, HistoryEntry, VersionRecord
 
 
 def git_state(root: Path) -> dict[str, Any]:
@@ -38,30 +43,33 @@ def git_state(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def build_statement(entry: HistoryEntry, version: VersionRecord, *,
+def build_statement(entry: HistoryEntry, version: VersionRecord, *, project: str,
                     context: Mapping[str, Any]) -> dict[str, Any]:
-    """``context`` carries what the promotion read: findings, waivers, policy, decision, git."""
+    """``context`` carries what a promotion read: findings, waivers, policy, decision, git."""
     subjects = [{"name": name, "digest": {"sha256": sha}}
                 for name, sha in sorted(version.files.items())]
     predicate = {
+        "registry": {"project": project, "seq": entry.seq, "parent": entry.parent},
         "action": entry.action.value,
         "stage": entry.stage,
         "version": version.version,
         "previous_version": entry.previous,
-        "history_seq": entry.seq,
         "model_digest": version.digest,
+        "created_at": version.created_at,
+        "created_by": version.created_by,
         "data": dict(version.data),
         "metrics": dict(version.metrics),
+        "forced": entry.forced,
+        "reason": entry.reason,
+        "gate": dict(entry.gate),
+        "evidence": dict(entry.evidence),
+        "by": entry.user,
+        "at": entry.at,
         "findings": context.get("findings"),
         "waivers": list(context.get("waivers", ())),
         "policy": context.get("policy"),
         "decision": context.get("decision"),
-        "forced": entry.forced,
-        "reason": entry.reason,
         "git": context.get("git"),
-        "evidence": dict(entry.evidence),
-        "promoted_by": entry.user,
-        "promoted_at": entry.at,
         "ci_ml_version": ci_ml.__version__,
     }
     return {"_type": STATEMENT_TYPE, "subject": subjects, "predicateType": PREDICATE_TYPE,
@@ -87,3 +95,66 @@ def read_statement(envelope: dsse.Envelope) -> dict[str, Any]:
         raise InputError(f"predicateType is {statement.get('predicateType')!r}, "
                          f"expected {PREDICATE_TYPE!r}")
     return statement
+
+
+@dataclass(frozen=True)
+class Event:
+    """A statement read back: the history entry and the version record it asserts."""
+
+    project: str
+    entry: HistoryEntry
+    version: VersionRecord
+
+
+def _typed(pred: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           optional: bool = False) -> Any:
+    value = pred.get(key)
+    if value is None and optional:
+        return None
+    # bool is an int in Python: never let `true` stand for a version number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"statement field {key!r} is {value!r}, not a valid value")
+    return value
+
+
+def _str_map(value: Any, key: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in value.items()):
+        raise InputError(f"statement field {key!r} is not a map of names to hashes")
+    return dict(value)
+
+
+def parse_event(statement: Mapping[str, Any]) -> Event:
+    """The event a statement asserts; raises InputError naming the first malformed field."""
+    pred = statement.get("predicate")
+    if not isinstance(pred, Mapping):
+        raise InputError("statement has no predicate")
+    reg = _typed(pred, "registry", Mapping)
+    seq = _typed(reg, "seq", int)
+    parent = _typed(reg, "parent", str, optional=True)
+    try:
+        action = Action(pred.get("action"))
+    except ValueError as exc:
+        raise InputError(f"statement field 'action' is {pred.get('action')!r}") from exc
+    files = {}
+    for subject in statement.get("subject") or ():
+        if not isinstance(subject, Mapping) or not isinstance(subject.get("name"), str):
+            raise InputError("statement subject without a name")
+        digest = subject.get("digest")
+        sha = digest.get("sha256") if isinstance(digest, Mapping) else None
+        if not isinstance(sha, str):
+            raise InputError(f"subject {subject['name']!r} has no sha256")
+        files[subject["name"]] = sha
+    number = _typed(pred, "version", int)
+    version = VersionRecord(
+        version=number, digest=_typed(pred, "model_digest", str), files=files,
+        metrics=dict(_typed(pred, "metrics", Mapping)), data=_str_map(pred.get("data"), "data"),
+        created_at=_typed(pred, "created_at", str), created_by=_typed(pred, "created_by", str))
+    entry = HistoryEntry(
+        seq=seq, at=_typed(pred, "at", str), user=_typed(pred, "by", str), action=action,
+        stage=_typed(pred, "stage", str), version=number,
+        previous=_typed(pred, "previous_version", int, optional=True),
+        forced=_typed(pred, "forced", bool), reason=_typed(pred, "reason", str, optional=True),
+        gate=dict(_typed(pred, "gate", Mapping)),
+        evidence=_str_map(pred.get("evidence"), "evidence"), parent=parent)
+    return Event(str(_typed(reg, "project", str)), entry, version)

@@ -34,14 +34,22 @@ def action_text(step: str, python: str, package: str) -> str:
                   python=python, package=package, scanners=SCANNER_ORDER, sarif=SARIF)
 
 
-def _condition(job: Job, default_branch: str) -> str:
-    return {
+def _condition(job: Job, default_branch: str, scheduled: bool = False) -> str:
+    push = "github.event_name == 'push'"
+    if scheduled:
+        # A run the monitor dispatched (retraining) promotes like a push to the branch.
+        push = ("(github.event_name == 'push' || github.event_name == 'workflow_dispatch' || "
+                "github.event_name == 'repository_dispatch')")
+    condition = {
         Trigger.ALWAYS: "",
         Trigger.NOT_RELEASE: "github.ref_type != 'tag'",
-        Trigger.DEFAULT_BRANCH: (f"github.event_name == 'push' && "
-                                 f"github.ref == 'refs/heads/{default_branch}'"),
+        Trigger.DEFAULT_BRANCH: f"{push} && github.ref == 'refs/heads/{default_branch}'",
         Trigger.RELEASE: "github.ref_type == 'tag'",
+        Trigger.SCHEDULE: "github.event_name == 'schedule'",
     }[job.trigger]
+    if scheduled and job.trigger is not Trigger.SCHEDULE:
+        return " && ".join(c for c in ("github.event_name != 'schedule'", condition) if c)
+    return condition
 
 
 class GitHubTarget(CiTarget):
@@ -63,7 +71,8 @@ class GitHubTarget(CiTarget):
         workflow = render(
             "github/workflow.yml.j2", version=plan.version, plan=plan, paths=plan.paths, ci=ci,
             pins=ACTIONS, uses=lambda step: self._uses(plan, step),
-            condition=lambda job: _condition(job, str(ci["default_branch"])),
+            condition=lambda job: _condition(job, str(ci["default_branch"]),
+                                             plan.schedule is not None),
             hash_inputs=hash_inputs, zap_image=ZAP_IMAGE, zap_port=ZAP_PORT,
         )
         files = [GeneratedFile(WORKFLOW_PATH, workflow)]
@@ -74,6 +83,7 @@ class GitHubTarget(CiTarget):
         return files
 
     def step_files(self) -> list[GeneratedFile]:
-        return [GeneratedFile(PUBLISHED_DIR / step / "action.yml",
-                              action_text(step, "3.11", f"ci-ml=={ci_ml.__version__}"))
+        # Published actions have no default requirement: the generated workflow passes each
+        # job's, pinned to the commit it takes the actions from.
+        return [GeneratedFile(PUBLISHED_DIR / step / "action.yml", action_text(step, "3.11", ""))
                 for step in STEP_ACTIONS]

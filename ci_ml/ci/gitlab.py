@@ -42,15 +42,20 @@ def release_regex(glob: str) -> str:
     return f"/^{body}$/"
 
 
-def _rules(job: Job, tag_regex: str) -> list[str]:
+def _rules(job: Job, tag_regex: str, scheduled: bool = False) -> list[str]:
+    if job.trigger is Trigger.SCHEDULE:
+        return ['- if: $CI_PIPELINE_SOURCE == "schedule"']
+    # With a scheduled monitor job, scheduled pipelines run that job only.
+    head = ['- if: $CI_PIPELINE_SOURCE == "schedule"', "  when: never"] if scheduled else []
     if job.trigger is Trigger.ALWAYS:
-        return ["- when: on_success"]
+        return [*head, "- when: on_success"]
     if job.trigger is Trigger.NOT_RELEASE:
-        return ["- if: $CI_COMMIT_TAG", "  when: never", "- when: on_success"]
+        return [*head, "- if: $CI_COMMIT_TAG", "  when: never", "- when: on_success"]
     if job.trigger is Trigger.DEFAULT_BRANCH:
-        return ["- if: '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
-                ' && $CI_PIPELINE_SOURCE == "push"\'']
-    rule = [f"- if: '$CI_COMMIT_TAG =~ {tag_regex}'"]
+        sources = ("push", "trigger") if scheduled else ("push",)   # trigger: retraining
+        return [*head, *(f"- if: '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+                         f' && $CI_PIPELINE_SOURCE == "{source}"\'' for source in sources)]
+    rule = [*head, f"- if: '$CI_COMMIT_TAG =~ {tag_regex}'"]
     if job.action == "promote":
         # A person starts the production promotion; the pipeline waits for it.
         rule += ["  when: manual", "  allow_failure: false"]
@@ -75,7 +80,7 @@ class GitLabTarget(CiTarget):
         pipeline = render(
             "gitlab/pipeline.yml.j2", version=plan.version, plan=plan, paths=plan.paths, ci=ci,
             include=lambda step: self._include(plan, step),
-            rules=lambda job: _rules(job, tag_regex),
+            rules=lambda job: _rules(job, tag_regex, plan.schedule is not None),
             zap_image=ZAP_IMAGE, zap_port=ZAP_PORT, release_regex=tag_regex,
             zap=any(job.zap for job in plan.jobs),
             job_names=", ".join(f"ci-ml-{job_id}" for job_id in plan.job_ids),
@@ -88,6 +93,7 @@ class GitLabTarget(CiTarget):
         return files
 
     def step_files(self) -> list[GeneratedFile]:
-        return [GeneratedFile(PUBLISHED_DIR / f"{step}.yml",
-                              component_text(step, "3.11", f"ci-ml=={ci_ml.__version__}"))
+        # Published components have no default requirement: the generated pipeline passes
+        # each job's, pinned to the ref it includes the components from.
+        return [GeneratedFile(PUBLISHED_DIR / f"{step}.yml", component_text(step, "3.11", ""))
                 for step in STEP_ACTIONS]

@@ -13,6 +13,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 import ci_ml
+from ci_ml.ci.install import install_source
 from ci_ml.ci.interface import (
     SCANNER_ORDER,
     GenerateError,
@@ -22,6 +23,11 @@ from ci_ml.ci.interface import (
     Trigger,
 )
 from ci_ml.config import Config
+
+# What each scanner's job installs: the image scan builds the image, DAST serves the model,
+# the IaC scan runs trivy (which [deploy] brings).
+SCAN_EXTRAS: dict[str, tuple[str, ...]] = {"image": ("scan", "deploy"), "iac": ("scan", "deploy"),
+                                           "dast": ("scan", "serve")}
 
 # What may go into a generated file from the config: no `$` (GitHub's ${{ }} and
 # GitLab's $[[ ]] and $VAR would expand it), no quotes, backslashes or newlines.
@@ -89,11 +95,11 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
     ci = config.section("ci")
     jobs: list[Job] = [
         Job("data-check", "data-check", "data check"),
-        Job("train", "train", "train", needs=("data-check",)),
+        Job("train", "train", "train", needs=("data-check",), extras=("train",)),
     ]
     model_job = "train"
     if config.section("prune")["enabled"]:
-        jobs.append(Job("prune", "prune", "prune", needs=("train",)))
+        jobs.append(Job("prune", "prune", "prune", needs=("train",), extras=("train",)))
         model_job = "prune"
     scan = config.section("scan")
     for scanner in SCANNER_ORDER:
@@ -105,32 +111,46 @@ def plan_jobs(config: Config) -> tuple[Job, ...]:
         dast = scanner == "dast"
         jobs.append(Job(f"scan-{scanner}", "scan", f"scan {scanner}", needs=needs,
                         scanner=scanner, build_image=scanner == "image", dast=dast,
-                        zap=dast and bool(ci["zap"])))
+                        zap=dast and bool(ci["zap"]), extras=SCAN_EXTRAS.get(scanner, ("scan",))))
     evidence = tuple(j.id for j in jobs)
+    # The gate takes every step from the cache, except the DAST scan of a live endpoint,
+    # which is never cached and so runs again there: it serves the model.
+    gate_extras = ("serve",) if any(j.dast for j in jobs) else ()
     for stage, gate_trigger, promote_trigger in (
         ("staging", Trigger.NOT_RELEASE, Trigger.DEFAULT_BRANCH),
         ("production", Trigger.RELEASE, Trigger.RELEASE),
     ):
         jobs.append(Job(f"gate-{stage}", "gate", f"gate ({stage})", needs=evidence,
-                        trigger=gate_trigger, stage=stage))
+                        trigger=gate_trigger, stage=stage, extras=gate_extras))
         if ci["promote"]:
             jobs.append(Job(f"promote-{stage}", "promote", f"promote ({stage})",
                             needs=(f"gate-{stage}",), trigger=promote_trigger, stage=stage,
-                            deploy=bool(ci["deploy"])))
+                            deploy=bool(ci["deploy"]),
+                            extras=("deploy",) if ci["deploy"] else ()))
+    # The scheduled monitor job (ci-ml monitor --trigger): it alone runs on the schedule.
+    if config.section("monitor")["schedule"]:
+        jobs.append(Job("monitor", "monitor", "monitor", trigger=Trigger.SCHEDULE,
+                        extras=("monitor",)))
     return tuple(jobs)
 
 
 def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:
     ci = config.section("ci")
-    package = ci["package"] or f"ci-ml=={ci_ml.__version__}"
     # Port 0 (any free port) cannot be handed to ZAP: the DAST job serves on a fixed one.
     port = int(config.section("serve")["port"]) or 8080
     return PipelinePlan(
         version=ci_ml.__version__,
-        package=package,
+        install=install_source(config),
         paths=project_paths(config, repo, out),
         jobs=plan_jobs(config),
         settings=ci,
         serve_port=port,
+        schedule=_schedule(config),
+        trigger_kind=str(config.section("monitor")["trigger"]["kind"]),
     )
+
+
+def _schedule(config: Config) -> str | None:
+    cron = config.section("monitor")["schedule"]
+    return safe_value(str(cron), "monitor.schedule") if cron else None
 

@@ -18,6 +18,7 @@ from ci_ml.cli import (
     deploy,
     generate,
     model,
+    monitor,
     pipeline,
     project,
     registry,
@@ -26,7 +27,7 @@ from ci_ml.cli import (
 )
 from ci_ml.errors import EXIT_INTERRUPTED, EXIT_TOOL, EXIT_USAGE, CiMlError
 
-FAMILIES = (project, pipeline, model, scan, serve, registry, deploy, generate, autofix)
+FAMILIES = (project, pipeline, model, scan, serve, registry, deploy, generate, monitor, autofix)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -43,9 +43,10 @@ def print_run(result: RunResult) -> None:
         blocking = decision.get("blocking") or []
         click.echo(f"decision: {decision['decision'].upper()} for {decision['stage']}"
                    + (f" (blocking: {', '.join(blocking)})" if blocking else ""))
-    ran = [r for r in result.records if r.status is not StepStatus.SKIPPED]
-    cached = sum(1 for r in ran if r.cached)
-    click.echo(f"steps: {len(ran)} run, {cached} cached; artifacts in {result.out_dir}")
+    done = [r for r in result.records if r.status is not StepStatus.SKIPPED]
+    cached = sum(1 for r in done if r.cached)
+    # The generated CI steps parse this line for their `cached` output: change both together.
+    click.echo(f"steps: {len(done) - cached} ran, {cached} from cache; artifacts in {result.out_dir}")
     for r in result.records:
         if r.status is StepStatus.ERROR:
             click.echo(f"error: {r.name}: {r.summary}", err=True)

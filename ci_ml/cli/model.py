@@ -8,6 +8,7 @@ import click
 
 from ci_ml.cli.common import common_options
 from ci_ml.config import load_config
+from ci_ml.extras import require
 from ci_ml.fsutil import atomic_write_json
 from ci_ml.pipeline.runner import check_out_dir
 
@@ -27,6 +28,7 @@ def evaluate(model_path: Path, output: Path | None, config_path: Path | None, ou
 
     Pickle-based checkpoints (torch.save, .pt/.pth/.pkl) are refused: loading them can run code.
     """
+    require("train", "ci-ml evaluate")
     from ci_ml.model.evaluate import evaluate_path
 
     config = load_config(config_path)

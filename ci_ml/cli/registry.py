@@ -7,16 +7,15 @@ from pathlib import Path
 
 import click
 
-from ci_ml.attest.interface import CheckStatus
-from ci_ml.attest.keys import configured_verifier, generate_keypair
-from ci_ml.attest.verify import select_entries, verify_entry
+from ci_ml.attest.interface import CheckStatus, Verification
+from ci_ml.attest.keys import generate_keypair
+from ci_ml.attest.verify import select_entries, verify_entry, verify_history
 from ci_ml.cli.common import STAGES, common_options
 from ci_ml.config import load_config
 from ci_ml.console import Reporter
 from ci_ml.errors import BlockedError, UsageError
 from ci_ml.fsutil import atomic_write_json
 from ci_ml.registry.backends import open_registry
-from ci_ml.registry.interface import RegistryError
 from ci_ml.registry.promote import promote as promote_model
 from ci_ml.registry.promote import rollback as rollback_stage
 
@@ -44,9 +43,10 @@ def promote(stage: str, force: bool, reason: str | None, config_path: Path | Non
             out_dir: Path, quiet: bool) -> None:
     """Promote the model in --out to a stage: needs a passing `ci-ml gate --stage S` there.
 
-    Copies the model files into the registry (content-addressed), records the promotion in
-    the stage's history and writes an in-toto attestation (signed if a key is configured).
-    Writes promotion.json to --out. Exit 1 if the gate did not admit the model.
+    Copies the model files into the registry (content-addressed) and appends the promotion
+    to the registry's history as a signed in-toto statement linked to the event before.
+    Writes promotion.json to --out. Exit 1 if the gate did not admit the model, or the
+    registry's history fails verification.
     """
     config = load_config(config_path)
     reporter = Reporter(quiet=quiet)
@@ -59,14 +59,20 @@ def promote(stage: str, force: bool, reason: str | None, config_path: Path | Non
     elif force:
         reporter.info("note: the gate admitted this model; --force was not needed")
     att = e.attestation
-    signed = f"signed by {att.keyid}" if att and att.signed else "unsigned"
+    signed = (f"signed by {att.keyid}" if att and att.signed else
+              "UNSIGNED: registry.signing is off")
+    if not (att and att.signed):
+        reporter.warn("the promotion is UNSIGNED (registry.signing: off): its record can be "
+                      "rewritten without a trace")
     atomic_write_json(out_dir / "promotion.json", {
         "stage": stage, "version": v.version, "digest": v.digest, "seq": e.seq,
         "previous": e.previous, "forced": e.forced, "registry": result.registry,
+        "signing": result.signing, "head": att.sha256 if att else None,
         "attestation": att.to_json() if att else None})
     prev = f" (was v{e.previous})" if e.previous else ""
-    click.echo(f"promoted v{v.version} ({_short(v.digest)}) to {stage}{prev}; "
-               f"attestation {att.path if att else '-'} ({signed})")
+    click.echo(f"promoted v{v.version} ({_short(v.digest)}) to {stage}{prev}; event "
+               f"#{e.seq} {att.path if att else '-'} ({signed}); head "
+               f"{att.sha256[:12] if att else '-'}")
 
 
 @click.command()
@@ -78,43 +84,51 @@ def rollback(stage: str, reason: str | None, config_path: Path | None, out_dir: 
     """Put the stage back on the version it held before its current one (exit 2 if none)."""
     config = load_config(config_path)
     entry = rollback_stage(config, stage, reason)
-    click.echo(f"rolled back {stage}: v{entry.previous} -> v{entry.version}")
+    att = entry.attestation
+    click.echo(f"rolled back {stage}: v{entry.previous} -> v{entry.version}; event #{entry.seq} "
+               f"({'signed' if att and att.signed else 'UNSIGNED'}); head "
+               f"{att.sha256[:12] if att else '-'}")
+
+
+def _print(result: Verification, quiet: bool) -> None:
+    click.echo(f"{result.target}: {'verified' if result.ok else 'FAILED'}")
+    for check in result.checks:
+        if not quiet or check.status is not CheckStatus.OK:
+            click.echo(f"  [{check.status.value}] {check.name}: {check.detail}")
 
 
 @click.command()
-@click.option("--stage", type=STAGES, help="Verify the stage's current promotion.")
+@click.option("--stage", type=STAGES, help="Check the files of the stage's current promotion.")
 @click.option("--version", "version_text", metavar="V",
-              help="Verify every promotion of version V (3 or v3).")
+              help="Check the files of every promotion of version V (3 or v3).")
 @click.option("--key", type=click.Path(path_type=Path), default=None,
-              help="ed25519 public key (PEM) the attestations must be signed with.")
+              help="ed25519 public key (PEM) the history must be signed with.")
+@click.option("--head", metavar="SHA256",
+              help="A head the chain must still contain (printed by promote, in "
+                   "promotion.json): catches events dropped from the end.")
 @common_options
-def verify(stage: str | None, version_text: str | None, key: Path | None,
+def verify(stage: str | None, version_text: str | None, key: Path | None, head: str | None,
            config_path: Path | None, out_dir: Path, quiet: bool) -> None:
-    """Check attestations: signature, and that stored model files match the attested digests.
+    """Check the registry's whole history, then the files of what the stages hold.
 
-    Default: the current promotion of every stage. Exit 1 if anything was tampered with.
+    Every event, first to last: signed by the trusted key, linked to the event before,
+    a move the history allows. Then the model files and evidence of the current promotion
+    of every stage (or --stage, or --version) against their attested sha256.
+    Exit 1 if anything was tampered with.
     """
     if stage and version_text:
         raise UsageError("pass --stage or --version, not both")
     version = _parse_version(version_text)
     config = load_config(config_path)
-    verifier = configured_verifier(config, key)
-    registry = open_registry(config)
-    try:
-        state = registry.state()
-    except RegistryError as exc:
-        # An index that no longer parses is a verification failure, not a usage error.
-        raise BlockedError(f"verification failed: {exc.message}") from exc
-    entries = select_entries(state, stage, version)
-    failed = []
-    for entry in entries:
-        result = verify_entry(registry, state, entry, verifier)
-        click.echo(f"{result.target}: {'verified' if result.ok else 'FAILED'}")
-        for check in result.checks:
-            if not quiet or check.status is not CheckStatus.OK:
-                click.echo(f"  [{check.status.value}] {check.name}: {check.detail}")
-        if not result.ok:
-            failed.append(f"{result.target}: {result.failures[0].detail}")
+    registry = open_registry(config, key=key)
+    history, state = verify_history(registry, head)
+    _print(history, quiet)
+    failed = [f"{history.target}: {c.detail}" for c in history.failures]
+    if state is not None:
+        for entry in select_entries(state, stage, version):
+            result = verify_entry(registry, state, entry)
+            _print(result, quiet)
+            failed += [f"{result.target}: {c.detail}" for c in result.failures]
     if failed:
         raise BlockedError(f"verification failed: {failed[0]}"
                            + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
@@ -160,7 +174,7 @@ def registry_history(stage: str | None, config_path: Path | None, out_dir: Path,
         if e.forced:
             flags.append("FORCED")
         if e.attestation:
-            flags.append("signed" if e.attestation.signed else "unsigned")
+            flags.append("signed" if e.attestation.signed else "UNSIGNED")
         reason = f": {e.reason}" if e.reason else ""
         tags = f" [{', '.join(flags)}]" if flags else ""
         click.echo(f"#{e.seq} {e.at} {e.action.value} {e.stage} v{e.version}{prev} "

@@ -13,6 +13,7 @@ from ci_ml.artifacts import CANDIDATE_ONNX
 from ci_ml.cli.common import common_options
 from ci_ml.config import Config, apply_defaults, config_schema, find_config, load_config
 from ci_ml.errors import ConfigError
+from ci_ml.extras import require
 
 
 def serve_section(config_path: Path | None,
@@ -42,7 +43,7 @@ def resolve_model(explicit: Path | None, section: dict[str, Any], root: Path | N
 @click.command()
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="ONNX model with model.json beside it (default: serve.model, else "
-                   "<out>/pruned/model.onnx).")
+                   "<out>/candidate/model.onnx).")
 @click.option("--host", default=None, help="Address to bind (default: serve.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: serve.port, 8080; 0 picks a free one).")
@@ -57,6 +58,7 @@ def serve(model_path: Path | None, host: str | None, port: int | None, workers: 
     Runs until SIGTERM or Ctrl-C, then drains in-flight requests. Without a config
     file, --model is required and the server uses the schema's defaults.
     """
+    require("serve", "ci-ml serve")
     from dataclasses import replace
 
     from ci_ml.serve.server import serve_forever

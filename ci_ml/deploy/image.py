@@ -1,6 +1,7 @@
 """The model server's container image: a minimal build context, a rendered Dockerfile, a build.
 
-The context holds only ``ci_ml/__init__.py``, ``ci_ml/errors.py`` and ``ci_ml/serve/``,
+The context holds only ``ci_ml/__init__.py``, ``ci_ml/errors.py``, ``ci_ml/serve/`` and the
+torch-free modules that turn a tabular model's raw rows into its input (``SERVER_MODULES``),
 the model files, pinned onnxruntime and numpy requirements and the server settings, so
 the image carries no torch and no training code. It is built through the docker SDK
 (``network_mode=host``: the only network this machine has) from the base image in
@@ -10,7 +11,6 @@ the config, and runs as an unprivileged user with a HEALTHCHECK on /health.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 import ci_ml
+from ci_ml.deploy.reference import IMAGE_RECORD, ImageReference, reference_for
 from ci_ml.errors import InputError, ToolError
 from ci_ml.fsutil import atomic_write_json, atomic_write_text
 from ci_ml.resources import render_template, template_environment
@@ -32,7 +33,6 @@ HOST_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"),
                    Path("/etc/pki/tls/certs/ca-bundle.crt"))
 LOG_DIR = "/var/lib/ci-ml/log"
 CONTEXT_DIR = "image"
-IMAGE_RECORD = "image.json"
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class ImageSpec:
     uid: int
     port: int
     model: Path
+    model_digest: str        # the registry digest of the model (``sha256:...``): the default tag
 
     @property
     def ref(self) -> str:
@@ -56,19 +57,25 @@ class BuiltImage:
     id: str
     size_bytes: int
     model_sha256: str
+    repo_digest: str | None = None      # the registry's manifest digest, after a push
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.ref, "id": self.id, "size_bytes": self.size_bytes,
-                "model_sha256": self.model_sha256}
+                "model_sha256": self.model_sha256, "repo_digest": self.repo_digest}
+
+# Modules outside serve/ that the server imports for tabular models (raw rows -> ONNX
+# feed, the model card): torch-free, numpy only.
+SERVER_MODULES = ("data/__init__.py", "data/features.py", "data/source.py", "model/__init__.py",
+                  "model/card.py", "model/inference.py", "model/metrics.py")
 
 
-def image_spec(section: Mapping[str, Any], project: str, model: Path, model_sha256: str,
+def image_spec(section: Mapping[str, Any], project: str, model: Path, model_digest: str,
                name: str | None = None, tag: str | None = None) -> ImageSpec:
-    return ImageSpec(name=name or section.get("image") or f"ci-ml/{project.lower()}",
-                     tag=tag or section.get("tag") or model_sha256[:12],
+    default = reference_for(section, project, model_digest)
+    return ImageSpec(name=name or default.name, tag=tag or default.tag,
                      base_image=str(section.get("base_image", "ci-ml/python-base:bookworm")),
                      user=str(section.get("user", "ciml")), uid=int(section.get("uid", 10001)),
-                     port=int(section.get("port", 8080)), model=model)
+                     port=int(section.get("port", 8080)), model=model, model_digest=model_digest)
 
 
 def _pins() -> list[str]:
@@ -106,8 +113,9 @@ def render_context(spec: ImageSpec, settings: ServeSettings, model_sha256: str, 
     package = Path(ci_ml.__file__).resolve().parent
     app = rootfs / "opt" / "ci-ml" / "app" / "ci_ml"
     (app / "serve").mkdir(parents=True)
-    for rel in ("__init__.py", "errors.py", "py.typed"):
+    for rel in ("__init__.py", "errors.py", "py.typed", *SERVER_MODULES):
         if (package / rel).is_file():
+            (app / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(package / rel, app / rel)
     for src in sorted((package / "serve").rglob("*.py")):
         dest_file = app / "serve" / src.relative_to(package / "serve")
@@ -185,13 +193,32 @@ def build_image(context: Path, spec: ImageSpec, model_sha256: str,
     return BuiltImage(ref=spec.ref, id=str(image.id), size_bytes=size, model_sha256=model_sha256)
 
 
+def push_image(spec: ImageSpec, built: BuiltImage, client: Any = None) -> BuiltImage:
+    """Push to the registry the image name points at; the result carries its manifest digest."""
+    import docker
+
+    client = client or docker_client()
+    try:
+        for line in client.images.push(spec.name, tag=spec.tag, stream=True, decode=True):
+            if isinstance(line, dict) and line.get("error"):
+                raise ToolError(f"docker push {spec.ref} failed: {line['error']}")
+        image = client.images.get(spec.ref)
+    except docker.errors.APIError as exc:
+        raise ToolError(f"docker push {spec.ref} failed: {exc.explanation or exc}") from None
+    prefix = spec.name + "@"
+    digests = [d for d in image.attrs.get("RepoDigests") or [] if d.startswith(prefix)]
+    if not digests:
+        raise ToolError(f"docker push {spec.ref}: the engine reports no digest for {spec.name}")
+    return replace(built, repo_digest=digests[0].removeprefix(prefix))
+
+
 def write_record(out_dir: Path, built: BuiltImage, spec: ImageSpec) -> Path:
+    """``image.json``: what ``deploy render`` pins the manifests of this model to."""
     path = out_dir / IMAGE_RECORD
-    atomic_write_json(path, {**built.to_json(), "base_image": spec.base_image, "user": spec.user,
+    reference = ImageReference(spec.name, spec.tag, built.repo_digest)
+    atomic_write_json(path, {**built.to_json(), "name": spec.name, "tag": spec.tag,
+                             "reference": str(reference), "model_digest": spec.model_digest,
+                             "base_image": spec.base_image, "user": spec.user,
                              "uid": spec.uid, "port": spec.port,
                              "context": str(out_dir / CONTEXT_DIR)})
     return path
-
-
-def read_record(out_dir: Path) -> dict[str, Any]:
-    return dict(json.loads((out_dir / IMAGE_RECORD).read_text("utf-8")))

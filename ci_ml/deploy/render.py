@@ -22,9 +22,10 @@ from typing import Any
 import yaml
 
 from ci_ml.config import Config
+from ci_ml.deploy.reference import built_reference, model_tag, reference_for
 from ci_ml.deploy.validate import BLOCKING, Misconfig, trivy_config, validate_schemas
 from ci_ml.errors import BlockedError, ConfigError, UsageError
-from ci_ml.fsutil import atomic_write_json, replace_path
+from ci_ml.fsutil import atomic_write_json, replace_path, umask
 from ci_ml.registry.interface import RegistryState, VersionRecord
 from ci_ml.resources import render_template, template_environment
 
@@ -40,6 +41,7 @@ class Workload:
     image: str
     replicas: int
     resource: str
+    model_ref: str | None = None    # HOST/REPO@sha256:... when the model is pulled from OCI
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,19 @@ class RenderResult:
     misconfigs: tuple[Misconfig, ...]
 
 
-def _image(template: str, config: Config, record: VersionRecord) -> str:
+def _image(config: Config, record: VersionRecord, out_dir: Path | None) -> str:
+    """The image of a registry version: the one ``deploy build`` makes of that model (pinned
+    by digest when ``out_dir`` holds its pushed build), or deploy.kubernetes.image's template."""
+    deploy = config.section("deploy")
+    template = deploy["kubernetes"]["image"]
+    if template is None:
+        expected = reference_for(deploy, config.project_name, record.digest)
+        if out_dir is None:
+            return str(expected)
+        return str(built_reference(out_dir, expected, record.digest))
     try:
-        return template.format(project=config.project_name, version=record.version,
-                               digest=record.digest.removeprefix("sha256:")[:12])
+        return str(template).format(project=config.project_name, version=record.version,
+                                    digest=model_tag(record.digest))
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"{config.path}: deploy.kubernetes.image: bad placeholder in "
                           f"{template!r} (use {{project}}, {{version}}, {{digest}})") from exc
@@ -72,16 +83,27 @@ def _image(template: str, config: Config, record: VersionRecord) -> str:
 
 def make_plan(config: Config, state: RegistryState, *, stable: int | None = None,
               canary: int | None = None, canary_enabled: bool | None = None,
-              weight: int | None = None) -> RenderPlan:
+              weight: int | None = None, out_dir: Path | None = None) -> RenderPlan:
+    """What to deploy: production's model as the stable track and staging's as a canary.
+
+    A project's first deployment (nothing in production yet) has no stable side for a
+    canary: staging's model deploys as the stable track, without one.
+    """
     k8s = config.section("deploy")["kubernetes"]
     name = str(k8s["name"] or config.project_name).lower()
+    first = ""
     if stable is not None:
         stable_rec = state.version(stable)
     else:
         current = state.current("production")
         if current is None:
-            raise UsageError("no model in production to deploy: promote one with `ci-ml "
-                             "promote --stage production`, or pass --stable VERSION")
+            current = state.current("staging")
+            if current is None:
+                raise UsageError("no model to deploy: the registry holds none in production or "
+                                 "staging (promote one with `ci-ml promote`, or pass --stable "
+                                 "VERSION)")
+            first = (f"first deployment: nothing in production yet, so staging's "
+                     f"v{current.version} deploys as the stable track, without a canary")
         stable_rec = current
     if int(k8s["max_replicas"]) < int(k8s["replicas"]):
         raise ConfigError(f"{config.path}: deploy.kubernetes.max_replicas "
@@ -94,10 +116,10 @@ def make_plan(config: Config, state: RegistryState, *, stable: int | None = None
     mode = str(canary_cfg["mode"])
     replicas = int(k8s["replicas"])
     stable_w = Workload("stable", stable_rec.version, stable_rec.digest,
-                        _image(str(k8s["image"]), config, stable_rec), replicas, name)
+                        _image(config, stable_rec, out_dir), replicas, name)
     canary_rec = None
-    note = ""
-    if enabled:
+    note = first
+    if enabled and not first:
         canary_rec = state.version(canary) if canary is not None else state.current("staging")
         if canary_rec is None:
             note = "no canary: staging holds no model"
@@ -113,7 +135,7 @@ def make_plan(config: Config, state: RegistryState, *, stable: int | None = None
     else:
         n, effective = 1, float(weight)
     canary_w = Workload("canary", canary_rec.version, canary_rec.digest,
-                        _image(str(k8s["image"]), config, canary_rec), n, f"{name}-canary")
+                        _image(config, canary_rec, out_dir), n, f"{name}-canary")
     if not math.isclose(effective, weight, abs_tol=0.5):
         note = (f"replicas mode: {n} canary pod(s) beside {replicas} stable pod(s) give about "
                 f"{effective:.0f}% of traffic, not {weight}% (use mode ingress-nginx for an exact "
@@ -133,7 +155,7 @@ def _context(config: Config, plan: RenderPlan) -> dict[str, Any]:
         "target_cpu_percent": int(k8s["target_cpu_percent"]),
         "allow_from_namespaces": list(k8s["allow_from_namespaces"]),
         "ingress": dict(k8s["ingress"]), "stable": plan.stable,
-        "canary_weight": plan.weight,
+        "canary_weight": plan.weight, "puller_image": str(k8s.get("puller_image", "")),
     }
 
 
@@ -213,9 +235,17 @@ def render_to(config: Config, out_dir: Path, plan: RenderPlan, *,
             "files": sorted(files),
             "trivy": [m.to_json() for m in misconfigs],
         })
+        work.chmod(0o777 & ~umask())   # mkdtemp's 0700 would hide the manifests from others
         replace_path(work, out_dir / K8S_DIR)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    # The monitor's SLOs as alerting rules, beside k8s/ (so `kubectl apply -f k8s/` needs no
+    # Prometheus Operator): a rules file and a PrometheusRule, checked by promtool.
+    from ci_ml.monitor.alerts import write_alerts
+
+    ctx = _context(config, plan)
+    write_alerts(config, out_dir, namespace=ctx["namespace"], name=ctx["name"],
+                 validate=validate)
     return RenderResult(plan, out_dir / K8S_DIR, tuple(sorted(files)), version,
                         tuple(misconfigs))

@@ -285,6 +285,22 @@ def _waiver_rules(report: WaiverReport, policy: StagePolicy) -> list[RuleResult]
                        f"or fix{tail}", ids, [])]
 
 
+def _registry_rules(evidence: Evidence) -> list[RuleResult]:
+    """The registry the stage rules read must verify; an opted-out signature is shown."""
+    if evidence.registry_problem:
+        return [RuleResult("registry.history", "registry", BLOCK, evidence.registry_problem,
+                           "fails verification", "a verified history")]
+    if evidence.registry_signing == "off":
+        return [RuleResult("registry.history", "registry", PASS,
+                           f"registry signing is OFF (registry.signing: off): promotions are "
+                           f"UNSIGNED ({evidence.registry_unsigned} unsigned event(s)) and "
+                           "their record can be rewritten without a trace", "unsigned",
+                           "signed")]
+    return [RuleResult("registry.history", "registry", PASS,
+                       "the registry's history verified: every event signed and linked",
+                       "verified", "a verified history")]
+
+
 def evaluate(evidence: Evidence, policy: StagePolicy) -> Decision:
     findings = [f for r in evidence.scans.values() for f in r.findings]
     report = apply_waivers(findings, evidence.waivers, evidence.today)
@@ -297,6 +313,7 @@ def evaluate(evidence: Evidence, policy: StagePolicy) -> Decision:
         + _scan_rules(evidence, policy)
         + _finding_rules(report, policy)
         + _waiver_rules(report, policy)
+        + _registry_rules(evidence)
     )
     return Decision(policy.stage, tuple(rules), model_digest=evidence.model_digest,
                     policy_digest=policy.digest,

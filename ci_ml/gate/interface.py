@@ -19,8 +19,17 @@ class Outcome(enum.Enum):
 
 
 class Direction(enum.Enum):
-    HIGHER = "higher"   # higher is better (accuracy, f1)
-    LOWER = "lower"     # lower is better (loss, error rate)
+    HIGHER = "higher"   # higher is better (accuracy, f1, r2)
+    LOWER = "lower"     # lower is better (loss, error rate, rmse)
+
+
+# Metrics where lower is better; every other built-in metric is better higher.
+LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mse", "max_error", "error_rate"})
+
+
+def default_direction(metric: str) -> Direction:
+    """The direction a regression rule takes when the policy does not say."""
+    return Direction.LOWER if metric in LOWER_IS_BETTER else Direction.HIGHER
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,8 @@ class StagePolicy:
             metrics=tuple(MetricBound(name, b.get("min"), b.get("max"))
                           for name, b in sorted(section.get("metrics", {}).items())),
             regression=tuple(
-                RegressionBound(name, Direction(r.get("direction", "higher")),
+                RegressionBound(name, Direction(r["direction"]) if r.get("direction")
+                                else default_direction(name),
                                 float(r.get("tolerance", 0.0)), bool(r.get("relative", False)))
                 for name, r in sorted(section.get("regression", {}).items())),
             findings=_budgets(section.get("findings", {})),
@@ -124,6 +134,12 @@ class Evidence:
     # rolled back): production admits only what passed staging.
     passed: Mapping[str, frozenset[str]] = field(default_factory=dict)
     prune_report: Mapping[str, Any] | None = None
+    # The registry's history: why it failed verification (None: it verified), whether its
+    # events must be signed ("required") or signing was opted out of ("off"), and how
+    # many of its events are unsigned.
+    registry_problem: str | None = None
+    registry_signing: str = "required"
+    registry_unsigned: int = 0
 
 
 @dataclass(frozen=True)

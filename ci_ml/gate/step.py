@@ -15,13 +15,20 @@ from typing import Any
 
 from ci_ml.config import Config
 from ci_ml.errors import InputError
-from ci_ml.fsutil import atomic_write_json, atomic_write_text
+from ci_ml.fsutil import atomic_write_json, atomic_write_text, sha256_file
 from ci_ml.gate.evaluate import evaluate
 from ci_ml.gate.interface import Decision, Evidence, StageModel, StagePolicy
 from ci_ml.model.steps import served_metrics_path
+from ci_ml.monitor.interface import REPORT_NAME as MONITOR_REPORT
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
 from ci_ml.registry.backends import open_registry
-from ci_ml.registry.interface import STAGES, ModelIdentity, RegistryState
+from ci_ml.registry.interface import (
+    EMPTY_STATE,
+    STAGES,
+    ModelIdentity,
+    RegistryState,
+    RegistryTampered,
+)
 from ci_ml.report.findings import findings_document
 from ci_ml.report.gitlab import FILE_NAMES as GITLAB_FILE_NAMES
 from ci_ml.report.html import MetricPoint, render_html
@@ -65,9 +72,19 @@ def stage_models(state: RegistryState) -> dict[str, StageModel]:
     return out
 
 
+def registry_state(config: Config) -> tuple[RegistryState, str | None]:
+    """The registry's verified state, or (empty, why) when its history fails verification."""
+    try:
+        return open_registry(config).state(), None
+    except RegistryTampered as exc:
+        return EMPTY_STATE, exc.message
+
+
 def gather_evidence(config: Config, out_dir: Path, today: datetime.date | None = None,
-                    state: RegistryState | None = None) -> Evidence:
-    state = state if state is not None else open_registry(config).state()
+                    state: RegistryState | None = None,
+                    registry_problem: str | None = None) -> Evidence:
+    if state is None:
+        state, registry_problem = registry_state(config)
     identity = ModelIdentity.try_from_out_dir(out_dir)
     return Evidence(
         metrics=_read_json(served_metrics_path(out_dir)) or {},
@@ -79,6 +96,9 @@ def gather_evidence(config: Config, out_dir: Path, today: datetime.date | None =
         stage_models=stage_models(state),
         passed={stage: state.passed(stage) for stage in STAGES},
         prune_report=_read_json(out_dir / "prune-report.json"),
+        registry_problem=registry_problem,
+        registry_signing=state.signing if registry_problem is None else "required",
+        registry_unsigned=state.unsigned,
     )
 
 
@@ -110,7 +130,8 @@ def write_reports(ctx: StepContext, decision: Decision, evidence: Evidence, poli
     atomic_write_text(ctx.output("summary.md"), render_summary(decision, evidence, policy))
     atomic_write_text(ctx.output("junit.xml"), render_junit(decision))
     atomic_write_text(ctx.output("report.html"),
-                      render_html(decision, evidence, policy, metric_history(state, evidence)))
+                      render_html(decision, evidence, policy, metric_history(state, evidence),
+                                  ctx.out_dir))
     # SARIF for GitHub code scanning and the GitLab security reports, waivers applied.
     write_security_reports(ctx.staging, evidence.scans, decision.waivers)
 
@@ -123,9 +144,10 @@ class GateStep(Step):
     version = "2"
 
     def preflight(self, config: Config) -> None:
-        # A broken waivers file or registry index is bad input: say so before anything runs.
+        # A broken waivers file, registry config or key is bad input: say so before anything
+        # runs. A registry whose history fails verification is not: the gate blocks on it.
         configured_waivers(config)
-        open_registry(config).state()
+        registry_state(config)
 
     def inputs(self, ctx: StepContext) -> StepInputs:
         c = ctx.config
@@ -135,15 +157,17 @@ class GateStep(Step):
             config={"policy": dict(c.section("policy")), "waivers": c.section("scan")["waivers"],
                     "registry": dict(c.section("registry"))},
             extra={"today": datetime.date.today().isoformat(),
-                   "registry": open_registry(c).state_digest()},
+                   "registry": open_registry(c).state_digest(),
+                   # report.html shows the latest monitoring section when there is one.
+                   "monitor": _file_digest(ctx.artifact(MONITOR_REPORT)) or ""},
         )
 
     def outputs(self, config: Config) -> tuple[str, ...]:
         return GATE_OUTPUTS
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        state = open_registry(ctx.config).state()
-        evidence = gather_evidence(ctx.config, ctx.out_dir, state=state)
+        state, problem = registry_state(ctx.config)
+        evidence = gather_evidence(ctx.config, ctx.out_dir, state=state, registry_problem=problem)
         policy = stage_policy(ctx.config, ctx.stage)
         decision = evaluate(evidence, policy)
         write_reports(ctx, decision, evidence, policy, state)
@@ -154,6 +178,10 @@ class GateStep(Step):
         tail = f" (+{more} more)" if more > 0 else ""
         return StepOutcome(status, f"{verdict} for {ctx.stage}" +
                            (f": {blocking}{tail}" if blocking else ""), _details(decision))
+
+
+def _file_digest(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
 
 
 def _details(decision: Decision) -> Mapping[str, Any]:

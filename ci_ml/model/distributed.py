@@ -5,11 +5,13 @@
     python -m torch.distributed.run --standalone --nproc-per-node N \\
         -m ci_ml.model.distributed --job JOB.json --out STAGING --errors DIR
 
-Every rank loads the same data, builds the same model from the same seed and
-takes every N-th sample of the same seeded permutation each epoch (padded so all
-ranks run the same number of batches); each rank's batch is ``batch_size / N`` so
-the averaged gradient is one of ``batch_size`` samples, as in one process. Rank 0
-evaluates, decides early stopping for everyone, and writes all the outputs.
+Every rank loads the same data, builds the same model from the same seed and cuts
+the same seeded permutation into the single-process run's batches, taking every
+N-th sample of each; the loss is scaled so the averaged gradient is that of the
+whole batch, and batch norm normalizes over the whole batch too (statistics summed
+across ranks). So N processes take the one-process run's steps: the same global
+batch and schedule. Rank 0 evaluates, decides early stopping for everyone, and
+writes all the outputs.
 
 On several machines, start the same module with torchrun's rendezvous on each of
 them (see docs/train.md): ``--config ci-ml.yaml --out DIR`` instead of ``--job``.
@@ -38,6 +40,7 @@ from ci_ml.fsutil import atomic_write_json
 from ci_ml.model.train import Group, ProgressFn
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 _PROGRESS = re.compile(r"^epoch (\d+)/(\d+) ?(.*)$")
@@ -73,13 +76,76 @@ class GlooGroup(Group):
         import torch
         import torch.distributed as dist
 
-        # Batch norm cannot sync per batch on CPU (SyncBatchNorm is GPU-only), so each
-        # rank keeps running statistics of its own shard and they are averaged per epoch.
+        # GlobalBatchNorm keeps the ranks' running statistics equal; averaging them once
+        # an epoch also covers buffers of other layers a model may have.
         with torch.no_grad():
             for buf in model.buffers():
                 if buf.is_floating_point():
                     dist.all_reduce(buf, op=dist.ReduceOp.SUM)
                     buf.div_(self.world)
+
+
+class GlobalBatchNorm:
+    """Batch norm over the global batch on CPU: torch's SyncBatchNorm runs on GPUs only.
+
+    Each rank's sums (per channel: x and x squared, and the sample count) are added up
+    across ranks with an autograd-aware all-reduce, so the forward pass normalizes with
+    the statistics of the whole batch and the backward pass is that of one process.
+    Applied by swapping the class of the model's BatchNorm layers (parameters, buffers
+    and the state dict stay as they are) and undone before the model is saved.
+    """
+
+    @staticmethod
+    def forward(bn: Any, x: torch.Tensor) -> torch.Tensor:
+        import torch
+        from torch.distributed.nn.functional import all_reduce
+        from torch.nn.modules.batchnorm import _BatchNorm
+
+        if not bn.training:
+            out: torch.Tensor = _BatchNorm.forward(bn, x)
+            return out
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        count = torch.tensor([x.numel() / max(channels, 1)], dtype=x.dtype)
+        totals = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:channels] / n
+        var = (totals[channels:2 * channels] / n - mean * mean).clamp_min(0.0)
+        if bn.track_running_stats:
+            with torch.no_grad():
+                bn.num_batches_tracked += 1
+                momentum = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                            else bn.momentum)
+                unbiased = var * n / (n - 1).clamp_min(1.0)
+                bn.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                bn.running_var.mul_(1 - momentum).add_(unbiased.detach(), alpha=momentum)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + bn.eps)
+        if bn.affine:
+            out = out * bn.weight.view(shape) + bn.bias.view(shape)
+        return out
+
+    @classmethod
+    def apply(cls, model: nn.Module) -> list[tuple[nn.Module, type]]:
+        from torch import nn
+
+        swapped: list[tuple[nn.Module, type]] = []
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                original = type(module)
+                module.__class__ = type(f"Global{original.__name__}", (_GlobalBN, original), {})
+                swapped.append((module, original))
+        return swapped
+
+    @staticmethod
+    def undo(swapped: list[tuple[nn.Module, type]]) -> None:
+        for module, original in swapped:
+            module.__class__ = original
+
+
+class _GlobalBN:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return GlobalBatchNorm.forward(self, x)
 
 
 # ---------------------------------------------------------------- launcher (the train step)
@@ -173,6 +239,7 @@ def train_rank(config: Config, out_dir: Path, exclude: Sequence[Path]) -> None:
     torch.manual_seed(settings.seed + group.rank)  # but each rank its own dropout masks
     train_split, val_split, test_split = prepare(bundle, settings)
     check_fits(model, train_split.x, spec)
+    swapped = GlobalBatchNorm.apply(model)
     # No per-forward buffer broadcast: the loop averages batch-norm buffers once an epoch.
     # (torch 2.13 renamed broadcast_buffers to forward_sync_buffers; older ones lack it.)
     renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
@@ -186,6 +253,7 @@ def train_rank(config: Config, out_dir: Path, exclude: Sequence[Path]) -> None:
     result = fit(ddp, train_split, val_split or test_split, bundle.classes, settings, generator,
                  report if group.rank == 0 else None, group,
                  early_stopping=val_split is not None)
+    GlobalBatchNorm.undo(swapped)
     if group.rank == 0:
         metrics = evaluate_model(model, test_split, bundle.classes)
         trained = TrainResult(model, spec, result.history, metrics, result.best_epoch,

@@ -21,22 +21,38 @@ ZOO_INPUT_RANKS: dict[str, int | None] = {"mlp": None, "cnn": 3}
 METRICS = "metrics.json"
 HISTORY = "train-history.json"
 RUN_MANIFEST = "train-run.json"
+COMMAND_LOG = "train-command.log"
 CURVE_PNG = "plots/training-curve.png"
 CONFUSION_PNG = "plots/confusion-matrix.png"
-TRAIN_OUTPUTS = (MODEL_DIR, METRICS, HISTORY, RUN_MANIFEST, CURVE_PNG, CONFUSION_PNG)
+PREDICTED_PNG = "plots/predicted-vs-actual.png"
+TRAIN_OUTPUTS = (MODEL_DIR, METRICS, HISTORY, RUN_MANIFEST, CURVE_PNG, CONFUSION_PNG,
+                 PREDICTED_PNG, COMMAND_LOG)
 
 
 def model_spec(config: Config, input_shape: tuple[int, ...], num_classes: int) -> ModelSpec:
+    """The zoo spec; ``num_classes`` 0 (a regression target has no classes) gives the model
+    a regression head: one output."""
     from ci_ml.model.zoo import ModelSpec
 
     model = config.section("model")
-    return ModelSpec(name=str(model["name"]), input_shape=input_shape, num_classes=num_classes,
-                     params=dict(model["params"]))
+    regression = num_classes == 0
+    return ModelSpec(name=str(model["name"]), input_shape=input_shape,
+                     num_classes=1 if regression else num_classes, params=dict(model["params"]),
+                     task="regression" if regression else "classification")
+
+
+def data_files(config: Config) -> tuple[Path, ...]:
+    """The data a model is trained and judged on: both splits and the schema, if one is set."""
+    data = config.section("data")
+    files = [config.resolve(str(data["train"])), config.resolve(str(data["test"]))]
+    if data.get("schema"):
+        files.append(config.resolve(str(data["schema"])))
+    return tuple(files)
 
 
 def user_code_files(config: Config) -> tuple[Path, ...]:
     """A ``module:factory`` model makes the project's own Python sources training inputs."""
-    name = str(config.section("model")["name"])
+    name = str(config.section("model").get("name", ""))
     if ":" not in name:
         return ()
     module = name.split(":")[0].split(".")[0]

@@ -2,27 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ci_ml.config import Config
 from ci_ml.data.loader import DataBundle
+from ci_ml.data.reference import build_reference, prediction_reference
 from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.model import plots
+from ci_ml.model.card import (
+    REFERENCE,
+    REGRESSION,
+    InputBinding,
+    ModelCard,
+    OutputBinding,
+    fields_from_schema,
+)
+from ci_ml.model.export import INPUT_NAME, OUTPUT_NAME
 from ci_ml.model.layout import (
     CONFUSION_PNG,
     CURVE_PNG,
     HISTORY,
     METRICS,
     MODEL_DIR,
+    PREDICTED_PNG,
     RUN_MANIFEST,
     user_code_files,
 )
-from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
+from ci_ml.model.persist import WEIGHTS, save_model
 from ci_ml.model.run_manifest import build_manifest
-from ci_ml.model.train import TrainResult, TrainSettings
+from ci_ml.model.train import TrainResult, TrainSettings, predict
+from ci_ml.model.zoo import ModelSpec
+
+
+def zoo_card(bundle: DataBundle, spec: ModelSpec) -> ModelCard:
+    """The card of a model trained by ci-ml's loop on ``bundle``: encoded input, ONNX names
+    as ``ci_ml.model.export`` writes them."""
+    regression = bundle.task == REGRESSION
+    fields = fields_from_schema(bundle.schema.features)
+    return ModelCard(
+        task=bundle.task, classes=bundle.classes, fields=fields,
+        inputs=(InputBinding(INPUT_NAME, "float32", tuple(f.name for f in fields), True,
+                             bundle.input_shape),),
+        outputs=OutputBinding(OUTPUT_NAME, "value" if regression else "logits"),
+        preprocessing=bundle.preprocessor, target=bundle.schema.target,
+        target_scale=(bundle.target_mean, bundle.target_std) if regression else None,
+        spec_json=spec.to_json(),
+        scale=bundle.scale, mean=bundle.mean, std=bundle.std)
+
+
+def reference_profile(bundle: DataBundle, prediction: Mapping[str, Any]) -> dict[str, Any]:
+    schema = bundle.schema
+    return build_reference(bundle.profiles, schema.features, schema.target_column, prediction,
+                           {"path": bundle.train.path.name, "sha256": bundle.train.sha256},
+                           bundle.task)
 
 
 def write_train_outputs(output: Callable[[str], Path], config: Config, bundle: DataBundle,
@@ -33,37 +70,70 @@ def write_train_outputs(output: Callable[[str], Path], config: Config, bundle: D
     ``output(rel)`` gives the path to write ``rel`` at (a step's staging directory).
     Returns the manifest.
     """
-    card = ModelCard(result.spec, bundle.classes, bundle.scale, bundle.train.features,
-                     bundle.mean, bundle.std)
+    card = zoo_card(bundle, result.spec)
     model_dir = output(MODEL_DIR)
     save_model(result.model, card, model_dir)
+    test = bundle.split("test")
+    raw, classes_idx = predict(result.model, test.x)
+    if bundle.task == REGRESSION:
+        values = test.target_mean + raw.reshape(len(raw), -1)[:, 0] * test.target_std
+        prediction = prediction_reference(REGRESSION, values=np.asarray(values))
+    else:
+        prediction = prediction_reference(bundle.task, [bundle.classes[i] for i in classes_idx])
+    atomic_write_json(model_dir / REFERENCE, reference_profile(bundle, prediction))
     weights_sha256 = sha256_file(model_dir / WEIGHTS)
-    metrics = {"model": "trained", **result.metrics}
+    metrics = {"model": "trained", "task": bundle.task, **result.metrics,
+               **skipped_rows(bundle)}
     atomic_write_json(output(METRICS), metrics)
     atomic_write_json(output(HISTORY), {
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "epochs": [asdict(e) for e in result.history],
     })
+    regression = bundle.task == REGRESSION
     plots.training_curve(result.history, output(CURVE_PNG), result.best_epoch,
-                         title=f"{config.project_name}: {result.spec.name}")
-    plots.confusion_matrix(result.metrics["confusion_matrix"], bundle.classes,
-                           output(CONFUSION_PNG))
-    data = {
-        split: {"path": _relative(table.path, config.root), "sha256": table.sha256,
-                "rows": len(table.labels), "features": len(table.features)}
-        for split, table in (("train", bundle.train), ("test", bundle.test))
-    }
+                         title=f"{config.project_name}: {result.spec.name}",
+                         regression=regression)
+    write_eval_plot(output, bundle.task, result.metrics, bundle.classes)
     manifest = build_manifest(
-        config=config, data=data, code_files=user_code_files(config),
+        config=config, data=data_record(config, bundle), code_files=user_code_files(config),
         settings=asdict(settings), world_size=world_size, threads=settings.threads,
         seed=settings.seed, spec=result.spec.to_json(), weights_sha256=weights_sha256,
-        result={"accuracy": result.metrics["accuracy"], "macro_f1": result.metrics["macro_f1"],
-                "loss": result.metrics.get("loss"), "epochs_run": len(result.history),
+        result={**headline(result.metrics), "epochs_run": len(result.history),
                 "best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
         exclude=exclude,
     )
     atomic_write_json(output(RUN_MANIFEST), manifest)
     return manifest
+
+
+def write_eval_plot(output: Callable[[str], Path], task: str, metrics: Mapping[str, Any],
+                    classes: Sequence[str]) -> None:
+    """The test set at a glance: predicted vs actual (regression) or the confusion matrix."""
+    if task == REGRESSION:
+        pairs = metrics["predicted_vs_actual"]
+        plots.predicted_vs_actual(pairs["actual"], pairs["predicted"], output(PREDICTED_PNG))
+    else:
+        plots.confusion_matrix(metrics["confusion_matrix"], classes, output(CONFUSION_PNG))
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers a run manifest and a step summary show."""
+    keys = ("r2", "rmse", "mae", "loss") if "r2" in metrics else ("accuracy", "macro_f1", "loss")
+    return {k: metrics.get(k) for k in keys}
+
+
+def skipped_rows(bundle: DataBundle) -> dict[str, Any]:
+    dropped = {"train": bundle.train.dropped, "test": bundle.test.dropped}
+    return {"rows_without_target": dropped} if any(dropped.values()) else {}
+
+
+def data_record(config: Config, bundle: DataBundle) -> dict[str, Any]:
+    return {
+        split: {"path": _relative(table.path, config.root), "sha256": table.sha256,
+                "rows": table.rows, "features": len(table.features),
+                "rows_without_target": table.dropped}
+        for split, table in (("train", bundle.train), ("test", bundle.test))
+    }
 
 
 def _relative(path: Path, root: Path) -> str:

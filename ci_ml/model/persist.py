@@ -1,17 +1,15 @@
-"""Saving and loading models without pickle: a JSON spec plus safetensors weights.
+"""Saving and loading models without pickle: a JSON card plus safetensors weights.
 
-``model.json`` says how to rebuild the architecture (zoo name or factory, input
-shape, classes, feature scale); ``model.safetensors`` holds the tensors. Loading
-never unpickles, so a model file from anywhere cannot run code on load.
+``model.json`` (the card, ``ci_ml.model.card``) says how to rebuild the architecture
+(zoo name or factory, input shape) and what the model takes and answers;
+``model.safetensors`` holds the tensors. Loading never unpickles, so a model file
+from anywhere cannot run code on load.
 """
 
 from __future__ import annotations
 
 import json
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,37 +18,12 @@ from torch import nn
 
 from ci_ml.errors import InputError
 from ci_ml.fsutil import atomic_write_json, sha256_file
-from ci_ml.model.zoo import ModelSpec, build_model
+from ci_ml.model.card import CARD, WEIGHTS, ModelCard
+from ci_ml.model.safety import PICKLE_SUFFIXES, looks_like_pickle, refuse_pickle
+from ci_ml.model.zoo import build_model
 
-WEIGHTS = "model.safetensors"
 PRUNING_HISTORY = "pruning-history.json"
-SPEC = "model.json"
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib")
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    spec: ModelSpec
-    classes: tuple[str, ...]
-    scale: float
-    features: tuple[str, ...]
-    # Inputs are raw feature values: divided by ``scale``, then standardized if mean/std are set.
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": "ci-ml/1", "spec": self.spec.to_json(), "classes": list(self.classes),
-                "scale": self.scale, "features": list(self.features),
-                "mean": list(self.mean) if self.mean else None,
-                "std": list(self.std) if self.std else None}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelCard:
-        mean, std = data.get("mean"), data.get("std")
-        return cls(ModelSpec.from_json(data["spec"]), tuple(str(c) for c in data["classes"]),
-                   float(data["scale"]), tuple(str(f) for f in data.get("features", ())),
-                   tuple(float(v) for v in mean) if mean else None,
-                   tuple(float(v) for v in std) if std else None)
+SPEC = CARD
 
 
 def save_model(model: nn.Module, card: ModelCard, directory: Path) -> None:
@@ -61,34 +34,6 @@ def save_model(model: nn.Module, card: ModelCard, directory: Path) -> None:
     # valid safetensors, so only the hash can tell a corrupted file from a good one.
     atomic_write_json(directory / SPEC,
                       {**card.to_json(), "weights_sha256": sha256_file(directory / WEIGHTS)})
-
-
-def looks_like_pickle(path: Path) -> bool:
-    """By content, not by name: torch.save's zip (with a data.pkl) or a raw pickle stream."""
-    if not path.is_file():
-        return False
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return True  # PROTO opcode: pickle protocol 2-5 (torch's legacy format starts so too)
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return any(n.endswith(".pkl") for n in zf.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return False
-    return False
-
-
-def refuse_pickle(path: Path) -> None:
-    """Explain why a pickle-based checkpoint is not loaded, instead of loading it."""
-    if path.suffix in PICKLE_SUFFIXES or looks_like_pickle(path):
-        raise InputError(
-            f"{path}: refusing a pickle-based checkpoint (torch.save / pickle): loading a "
-            "pickle can execute code, and torch.load(weights_only=True) still runs the pickle "
-            "machine on untrusted bytes; save the weights with safetensors "
-            "(ci-ml's model/ directory, or safetensors.torch.save_file) or export to ONNX"
-        )
 
 
 def load_weights(path: Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -127,8 +72,8 @@ def load_model(directory_or_file: Path,
     except FileNotFoundError:
         raise InputError(f"{directory}: no {SPEC} (a ci-ml model directory holds {SPEC} "
                          f"and {WEIGHTS})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{directory / SPEC}: not a valid model spec ({exc})") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{directory / SPEC}: not a valid model card ({exc})") from exc
     if (directory / PRUNING_HISTORY).is_file():
         # A pruned model: rebuild the base from the spec, replay the recorded pruning.
         from ci_ml.model.prune.persist import load_pruned

@@ -1,4 +1,4 @@
-"""Training-curve and confusion-matrix PNGs (matplotlib's Agg backend, no pyplot).
+"""Training-curve, confusion-matrix and predicted-vs-actual PNGs (matplotlib's Agg backend, no pyplot).
 
 Using ``Figure`` with an Agg canvas directly touches no global pyplot state and
 needs no display. PNG metadata that changes between runs (the matplotlib
@@ -29,7 +29,7 @@ def _save(fig: object, path: Path) -> None:
 
 
 def training_curve(history: Sequence[EpochStats], path: Path, best_epoch: int | None = None,
-                   title: str = "training") -> None:
+                   title: str = "training", regression: bool = False) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4), layout="constrained")
@@ -38,12 +38,15 @@ def training_curve(history: Sequence[EpochStats], path: Path, best_epoch: int | 
     loss_ax.plot(epochs, [h.train_loss for h in history], marker="o", ms=3, label="train loss")
     loss_ax.plot(epochs, [h.val_loss for h in history], marker="o", ms=3, label="validation loss")
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("cross-entropy loss")
+    loss_ax.set_ylabel("squared error (standardized target)" if regression
+                       else "cross-entropy loss")
+    score = "r2" if regression else "accuracy"
     acc_ax = loss_ax.twinx()
     acc_ax.plot(epochs, [h.val_accuracy for h in history], color="tab:green", ls="--",
-                label="validation accuracy")
-    acc_ax.set_ylabel("accuracy")
-    acc_ax.set_ylim(0.0, 1.02)
+                label=f"validation {score}")
+    acc_ax.set_ylabel(score)
+    if not regression:
+        acc_ax.set_ylim(0.0, 1.02)
     if best_epoch and best_epoch < len(history):  # early stopping kept an earlier epoch
         loss_ax.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"kept epoch {best_epoch}")
     handles = loss_ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
@@ -76,4 +79,24 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
                 if count:
                     ax.text(j, i, str(count), ha="center", va="center", fontsize="small",
                             color="white" if count > peak / 2 else "black")
+    _save(fig, path)
+
+
+def predicted_vs_actual(actual: Sequence[float], predicted: Sequence[float], path: Path,
+                        title: str = "predicted vs actual (test set)") -> None:
+    """A regression model's test predictions against the truth, with the y = x line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(actual, predicted, s=10, alpha=0.6)
+    both = [*actual, *predicted]
+    if both:
+        low, high = min(both), max(both)
+        ax.plot([low, high], [low, high], color="grey", ls="--", lw=1, label="predicted = actual")
+        ax.legend(loc="upper left", fontsize="small")
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     _save(fig, path)

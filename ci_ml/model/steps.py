@@ -15,8 +15,10 @@ from ci_ml.model.layout import (
     HISTORY,
     METRICS,
     MODEL_DIR,
+    RUN_MANIFEST,
     TRAIN_OUTPUTS,
     ZOO_INPUT_RANKS,
+    data_files,
     model_spec,
     user_code_files,
 )
@@ -26,16 +28,32 @@ from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome,
 # torch is imported inside the steps' methods: a fully cached run never pays for it.
 
 
+def summary_line(metrics: dict[str, Any]) -> str:
+    if "r2" in metrics:
+        return f"test r2 {float(metrics['r2']):.4f}, rmse {float(metrics['rmse']):.4g}"
+    return f"test accuracy {float(metrics['accuracy']):.4f}"
+
+
 class TrainStep(Step):
     name = "train"
-    title = "reproducible PyTorch training"
+    title = "training (PyTorch, or the project's train.command)"
     after = ("data-check",)
+    extra = "train"
     # 2: train-run.json and plots/ joined the outputs; old entries lack them.
     version = "2"
 
     def preflight(self, config: Config) -> None:
-        name = str(config.section("model")["name"])
+        from ci_ml.model import byo
+
         bundle = load_data(config)
+        if byo.uses_command(config):
+            byo.settings(config)
+            byo.code_inputs(config, ())
+            return
+        name = str(config.section("model").get("name", ""))
+        if not name:
+            raise ConfigError("model.name: missing (a zoo model, 'package.module:factory', or "
+                              "set train.command to train with the project's own script)")
         # Cheap, torch-free checks first: they give the clearest messages.
         if ":" not in name:
             if name not in ZOO_INPUT_RANKS:
@@ -55,14 +73,23 @@ class TrainStep(Step):
         make_deterministic(settings.seed, settings.threads)
         check_fits(build_model(spec, config.root), bundle.split("train").x, spec)
 
+    def _exclude(self, ctx: StepContext) -> tuple[Path, ...]:
+        return (ctx.out_dir, ctx.config.resolve(str(ctx.config.section("cache")["dir"])))
+
     def inputs(self, ctx: StepContext) -> StepInputs:
+        from ci_ml.model import byo
+
         c = ctx.config
-        data = c.section("data")
+        sections = {"data": dict(c.section("data")), "model": dict(c.section("model")),
+                    "train": dict(c.section("train"))}
+        if byo.uses_command(c):
+            # The team's code and its packages decide the model: both are in the key.
+            return StepInputs(files=(*data_files(c), *byo.code_inputs(c, self._exclude(ctx))),
+                              config=sections, tools={"environment": byo.environment_digest()})
         return StepInputs(
-            files=(c.resolve(data["train"]), c.resolve(data["test"]), *user_code_files(c)),
+            files=(*data_files(c), *user_code_files(c)),
             # train includes nproc: DDP's smaller per-rank batches give other weights.
-            config={"data": dict(data), "model": dict(c.section("model")),
-                    "train": dict(c.section("train"))},
+            config=sections,
             tools=package_versions("torch", "numpy", "safetensors"),
         )
 
@@ -70,12 +97,16 @@ class TrainStep(Step):
         return TRAIN_OUTPUTS
 
     def run(self, ctx: StepContext) -> StepOutcome:
+        from ci_ml.model import byo
+
+        if byo.uses_command(ctx.config):
+            return self._run_command(ctx)
         from ci_ml.model.outputs import write_train_outputs
         from ci_ml.model.train import TrainSettings, train_model
 
         c = ctx.config
         settings = TrainSettings.from_config(c.section("train"))
-        exclude = (ctx.out_dir, c.resolve(str(c.section("cache")["dir"])))
+        exclude = self._exclude(ctx)
 
         def progress(epoch: int, total: int, text: str) -> None:
             ctx.reporter.progress("epoch", epoch, total, text)
@@ -87,16 +118,55 @@ class TrainStep(Step):
             launch(c, settings.nproc, ctx.staging, exclude, progress)
             metrics = json.loads(ctx.output(METRICS).read_text("utf-8"))
             history = json.loads(ctx.output(HISTORY).read_text("utf-8"))
-            acc, epochs = float(metrics["accuracy"]), len(history["epochs"])
+            epochs = len(history["epochs"])
         else:
             bundle = load_data(c)
             spec = model_spec(c, bundle.input_shape, len(bundle.classes))
             result = train_model(bundle, spec, settings, progress, c.root)
             write_train_outputs(ctx.output, c, bundle, settings, result, 1, exclude)
-            acc, epochs = float(result.metrics["accuracy"]), len(result.history)
+            metrics, epochs = dict(result.metrics), len(result.history)
         where = f" on {settings.nproc} processes" if settings.nproc > 1 else ""
-        return StepOutcome(StepStatus.PASSED, f"test accuracy {acc:.4f}{where}",
-                           {"accuracy": acc, "epochs": epochs, "nproc": settings.nproc})
+        headline = {k: metrics[k] for k in ("accuracy", "r2", "rmse") if k in metrics}
+        return StepOutcome(StepStatus.PASSED, summary_line(metrics) + where,
+                           {**headline, "epochs": epochs, "nproc": settings.nproc})
+
+    def _run_command(self, ctx: StepContext) -> StepOutcome:
+        from ci_ml.fsutil import hash_path, sha256_file
+        from ci_ml.model import byo
+        from ci_ml.model.outputs import data_record, headline, skipped_rows, write_eval_plot
+
+        c = ctx.config
+        exclude = self._exclude(ctx)
+        model_dir = ctx.output(MODEL_DIR)
+        done = byo.train_with_command(c, ctx.staging, model_dir, exclude, ctx.reporter.info)
+        metrics, bundle = done["metrics"], done["bundle"]
+        document = {"model": "trained", "task": bundle.task, "measured_by": "ci-ml",
+                    **metrics, **skipped_rows(bundle)}
+        if done["claimed"]:
+            document["claimed"] = done["claimed"]
+        atomic_write_json(ctx.output(METRICS), document)
+        write_eval_plot(ctx.output, bundle.task, metrics, bundle.classes)
+        code = {}
+        for path in byo.code_inputs(c, exclude):
+            try:
+                label = path.resolve().relative_to(c.root.resolve()).as_posix()
+            except ValueError:
+                label = path.resolve().as_posix()
+            code[label] = hash_path(path)
+        atomic_write_json(ctx.output(RUN_MANIFEST), byo.command_manifest(
+            c, done["run"], data_record(c, bundle), code,
+            sha256_file(model_dir / "model.onnx"), headline(metrics), done["claimed"], exclude))
+        claimed = done["claimed"] or {}
+        lie = [k for k in ("accuracy", "r2", "rmse") if isinstance(claimed.get(k), int | float)
+               and k in metrics and abs(float(claimed[k]) - float(metrics[k])) > 1e-3]
+        if lie:
+            ctx.reporter.warn(f"train: the script claims {lie[0]} {float(claimed[lie[0]]):.4f}; "
+                              f"ci-ml measured {float(metrics[lie[0]]):.4f} from the ONNX model "
+                              "(the gate uses the measured number)")
+        return StepOutcome(StepStatus.PASSED, summary_line(metrics) + " (train.command, "
+                           "measured by ci-ml from the ONNX model)",
+                           {**{k: metrics[k] for k in ("accuracy", "r2", "rmse") if k in metrics},
+                            "trainer": "command"})
 
 
 PRUNED_DIR = CANDIDATE_DIR
@@ -107,16 +177,19 @@ PRUNE_PLOT = "prune-tradeoff.png"
 class PruneStep(Step):
     """Prune within the accuracy budget and export the model that will be served to ONNX.
 
-    The export always runs (``pruned/`` is what ``serve`` and ``deploy`` ship); pruning
-    itself is governed by ``prune.enabled``. When pruning cannot help (the budget cannot be
-    met, or the model cannot be traced) the unpruned model is the output, with a warning.
+    The export always runs: ``candidate/`` holds the model the gate judges and ``serve``
+    and ``deploy`` ship. Pruning itself is governed by ``prune.enabled``. When pruning
+    cannot help (the budget cannot be met, the model cannot be traced, or the pruned model
+    is not really faster at the batch sizes served) the unpruned model is the candidate,
+    and the report and the step's summary say why.
     """
 
     name = "prune"
     title = "prune, export to ONNX, parity check"
     after = ("train",)
-    # 3: pruned/metrics.json (the shipped model's own metrics) joined the outputs.
-    version = "3"
+    extra = "train"
+    # 4: candidate/ (was pruned/), the candidate named as such, no-speedup models not shipped.
+    version = "4"
 
     def preflight(self, config: Config) -> None:
         from ci_ml.model.prune.settings import PruneSettings
@@ -127,7 +200,7 @@ class PruneStep(Step):
         c = ctx.config
         data = c.section("data")
         return StepInputs(
-            files=(c.resolve(data["train"]), c.resolve(data["test"])),
+            files=data_files(c),
             config={"prune": dict(c.section("prune")), "data": dict(data)},
             tools=package_versions("torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning"),
         )
@@ -139,6 +212,7 @@ class PruneStep(Step):
         import shutil
 
         from ci_ml.errors import InputError
+        from ci_ml.model.card import REGRESSION, TRAINER_COMMAND, read_card
         from ci_ml.model.export import export_onnx, onnx_files
         from ci_ml.model.persist import SPEC, load_model, save_model
         from ci_ml.model.prune.persist import save_pruned
@@ -148,23 +222,33 @@ class PruneStep(Step):
         from ci_ml.model.train import evaluate_model
 
         section = ctx.config.section("prune")
+        if read_card(ctx.artifact(MODEL_DIR)).trainer == TRAINER_COMMAND:
+            return ship_onnx_as_trained(ctx)
         model, card = load_model(ctx.artifact(MODEL_DIR))
         out = ctx.output(PRUNED_DIR)
         out.mkdir(parents=True, exist_ok=True)
         onnx_out = out / "model.onnx"
+        copy_reference(ctx, out)
 
         def unpruned(reason: str) -> StepOutcome:
             save_model(model, card, out)
             export = export_onnx(model, card.spec.input_shape, onnx_out)
             atomic_write_json(ctx.output(PRUNE_REPORT), {
                 "pruned": False, "met_budget": False, "reason": reason,
+                "candidate": _candidate_block(False, reason, out, ctx.staging),
                 "served": {"onnx_bytes": export.bytes_total, "accuracy": None},
             })
-            return StepOutcome(StepStatus.PASSED, f"not pruned ({reason}); exported the "
-                               f"unpruned model ({export.bytes_total} bytes)", {"pruned": False})
+            return StepOutcome(StepStatus.PASSED, f"candidate: the unpruned model ({reason}; "
+                               f"{export.bytes_total} bytes)", {"pruned": False})
 
         if not section["enabled"]:
             return unpruned("prune.enabled is false")
+        if card.task == REGRESSION:
+            # Pruning fine-tunes with cross-entropy and budgets accuracy: classifiers only.
+            ctx.reporter.info("prune: skipped: pruning supports classification models; the "
+                              "regression model ships unpruned")
+            return unpruned("pruning supports classification models; a regression model "
+                            "ships unpruned")
         bundle = load_data(ctx.config)
         train, test = bundle.split("train"), bundle.split("test")
         work = ctx.staging / ".prune-work"
@@ -180,8 +264,9 @@ class PruneStep(Step):
             atomic_write_json(out / SPEC, card.to_json())
         else:
             save_model(result.model, card, out)
-        # The gate and the registry judge the model that ships, so it gets its own metrics.
-        atomic_write_json(out / METRICS, {"model": "pruned" if result.pruned else "trained",
+        # The gate and the registry judge the candidate, so it gets its own metrics.
+        atomic_write_json(out / METRICS, {"model": "candidate",
+                                          "candidate": "pruned" if result.pruned else "unpruned",
                                           **evaluate_model(result.model, test, bundle.classes)})
         assert result.onnx_path is not None
         for src in onnx_files(result.onnx_path):
@@ -191,15 +276,78 @@ class PruneStep(Step):
         write_prune_report(result, ctx.staging)
         report = json.loads(ctx.output(PRUNE_REPORT).read_text("utf-8"))
         report["served"] = _served_stats(result)
+        report["candidate"] = _candidate_block(result.pruned, result.reason, out, ctx.staging)
+        _name_kept_files(report, result.pruned)
         atomic_write_json(ctx.output(PRUNE_REPORT), report)
         shutil.rmtree(work, ignore_errors=True)
-        if not result.met_budget:
-            ctx.reporter.warn(f"prune: {result.reason}; keeping the unpruned model")
+        if not result.pruned:
+            ctx.reporter.warn(f"prune: {result.reason}")  # every reason says the unpruned ships
         comp = result.comparison
-        summary = (comp.verdict if comp is not None and result.pruned
-                   else f"not pruned: {result.reason}")
+        summary = (f"candidate: the pruned model; {comp.verdict}"
+                   if comp is not None and result.pruned
+                   else f"candidate: the unpruned model ({result.reason})")
         return StepOutcome(StepStatus.PASSED, summary,
                            {"pruned": result.pruned, "met_budget": result.met_budget})
+
+
+def _candidate_block(pruned: bool, reason: str, out: Path, staging: Path) -> dict[str, Any]:
+    """Which model is the candidate, why, and its files (paths under --out)."""
+    files = sorted(p.relative_to(staging).as_posix() for p in out.rglob("*") if p.is_file())
+    return {"model": "pruned" if pruned else "unpruned", "why": reason, "files": files}
+
+
+def _name_kept_files(report: dict[str, Any], pruned: bool) -> None:
+    """The report names only files that exist under --out: the measured exports (base.onnx,
+    pruned.onnx, the int8 variants) lived in a work directory; the one kept is the
+    candidate's model.onnx."""
+    kept = f"{PRUNED_DIR}/model.onnx"
+    report["output_onnx"] = kept
+    comparison = report.get("comparison") or {}
+    for side, is_kept in (("base", not pruned), ("candidate", pruned)):
+        onnx = (comparison.get(side) or {}).get("onnx")
+        if isinstance(onnx, dict):
+            onnx.pop("files", None)
+            onnx["path"] = kept if is_kept else None
+    for variant in report.get("quantization") or []:
+        variant["file"] = kept if pruned and variant.get("kept") else None
+def copy_reference(ctx: StepContext, out: Path) -> None:
+    """The training reference profile travels with the candidate (monitoring reads it)."""
+    import shutil
+
+    from ci_ml.model.card import REFERENCE
+
+    src = ctx.artifact(MODEL_DIR) / REFERENCE
+    if src.is_file():
+        shutil.copy2(src, out / REFERENCE)
+
+
+def ship_onnx_as_trained(ctx: StepContext) -> StepOutcome:
+    """A model made by train.command exists only as ONNX: prune needs a PyTorch model it can
+    trace, so the trained ONNX model is the candidate, with its card and ci-ml's metrics."""
+    import shutil
+
+    from ci_ml.model.card import CARD
+
+    src, out = ctx.artifact(MODEL_DIR), ctx.output(PRUNED_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (src / "model.onnx", *src.glob("model.onnx.data"), src / CARD):
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+    copy_reference(ctx, out)
+    metrics = json.loads(ctx.artifact(METRICS).read_text("utf-8"))
+    metrics.update({"model": "candidate", "candidate": "trained"})
+    atomic_write_json(out / METRICS, metrics)
+    size = sum(p.stat().st_size for p in out.glob("model.onnx*"))
+    reason = ("the model was made by train.command and exists only as ONNX; pruning needs a "
+              "PyTorch model it can trace (the zoo or a package.module:factory)")
+    atomic_write_json(ctx.output(PRUNE_REPORT), {
+        "pruned": False, "met_budget": False, "skipped": True, "reason": reason,
+        "candidate": {**_candidate_block(False, reason, out, ctx.staging), "model": "trained"},
+        "served": {"onnx_bytes": size, "accuracy": metrics.get("accuracy")},
+    })
+    ctx.reporter.info(f"prune: skipped: {reason}")
+    return StepOutcome(StepStatus.PASSED, f"skipped: {reason}; the trained ONNX model ships "
+                       f"({size} bytes)", {"pruned": False, "skipped": True})
 
 
 def _served_stats(result: Any) -> dict[str, Any]:

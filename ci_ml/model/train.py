@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from torch import nn
 
 from ci_ml.data.loader import DataBundle, Split
 from ci_ml.errors import ConfigError, InputError
-from ci_ml.model.metrics import classification_metrics
+from ci_ml.model.metrics import classification_metrics, regression_metrics
 from ci_ml.model.zoo import ModelSpec, build_model
 
 ProgressFn = Callable[[int, int, str], None]
@@ -141,7 +141,8 @@ def validation_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
         return split, None
     order = np.random.default_rng(seed).permutation(len(split.y))
     val, tr = order[:n_val], order[n_val:]
-    return Split(split.x[tr], split.y[tr]), Split(split.x[val], split.y[val])
+    return (replace(split, x=split.x[tr], y=split.y[tr]),
+            replace(split, x=split.x[val], y=split.y[val]))
 
 
 @torch.no_grad()
@@ -154,10 +155,39 @@ def predict(model: nn.Module, x: np.ndarray,
     return logits.numpy(), logits.argmax(dim=1).numpy()
 
 
+def is_regression(split: Split) -> bool:
+    return split.task == "regression"
+
+
+def loss_fn(outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on class indices; mean squared error on (standardized) float targets."""
+    if y.is_floating_point():
+        return nn.functional.mse_loss(outputs.reshape(-1), y, reduction=reduction)
+    return nn.functional.cross_entropy(outputs, y, reduction=reduction)
+
+
 def evaluate_model(model: nn.Module, split: Split, classes: tuple[str, ...]) -> dict[str, Any]:
+    """The test metrics: classification, or regression in the target's own units."""
     logits, pred = predict(model, split.x)
+    if is_regression(split):
+        out = logits.reshape(len(logits), -1)[:, 0].astype(np.float64)
+        actual = split.target_mean + split.y.astype(np.float64) * split.target_std
+        return regression_metrics(actual, split.target_mean + out * split.target_std)
     loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.y)))
     return classification_metrics(split.y, pred, classes, loss=loss)
+
+
+def monitor_scores(model: nn.Module, split: Split, classes: tuple[str, ...]) -> tuple[float, float]:
+    """(validation loss in training units, accuracy or r2) after an epoch."""
+    logits, _ = predict(model, split.x)
+    if is_regression(split):
+        out = torch.from_numpy(logits.reshape(len(logits), -1)[:, 0].copy())
+        y = torch.from_numpy(split.y)
+        loss = float(nn.functional.mse_loss(out, y))
+        var = float(y.var(unbiased=False)) if len(y) else 0.0
+        return loss, (1.0 - loss / var) if var > 0 else 0.0
+    metrics = evaluate_model(model, split, classes)
+    return float(metrics["loss"]), float(metrics["accuracy"])
 
 
 def check_fits(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> None:
@@ -175,23 +205,36 @@ def check_fits(model: nn.Module, x: np.ndarray, spec: ModelSpec) -> None:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != spec.num_classes:
         shape = list(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(f"model {spec.name!r} outputs shape {shape}, "
-                         f"expected [{spec.num_classes}] class scores")
+        wanted = ("[1] (one value: a regression head)" if spec.task == "regression"
+                  else f"[{spec.num_classes}] class scores")
+        raise InputError(f"model {spec.name!r} outputs shape {shape}, expected {wanted}")
 
 
-def epoch_order(n: int, generator: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """This rank's sample order for one epoch.
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int = 0,
+                  world: int = 1) -> list[tuple[torch.Tensor, int]]:
+    """This rank's share of each batch of one epoch: (sample indices, global batch size).
 
-    Every rank draws the same permutation from the same seeded generator and takes
-    every ``world``-th index (like DistributedSampler); the permutation is padded by
-    wrapping around so that all ranks run the same number of batches (DDP needs it).
+    Every rank draws the same permutation from the same seeded generator and cuts it into
+    the single-process run's batches of ``batch_size``; each rank takes every
+    ``world``-th sample of every batch. So N processes take the same optimizer steps on the
+    same samples as one process (same global batch, same schedule, no sample repeated), and
+    every rank runs the same number of steps, which DDP needs.
     """
     order = torch.randperm(n, generator=generator)
-    if world == 1:
-        return order
-    per_rank = -(-n // world)
-    padded = order[torch.arange(per_rank * world) % n]
-    return padded[rank::world]
+    return [(order[i:i + batch_size][rank::world], len(order[i:i + batch_size]))
+            for i in range(0, n, batch_size)]
+
+
+def _accumulate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                parts: int, scale: float) -> torch.Tensor:
+    """Backward through ``idx`` in ``parts`` micro-batches; the gradients add up to those of
+    the whole batch's loss (per-sample sums times ``scale``). Returns that loss."""
+    losses = []
+    for part in torch.tensor_split(idx, parts):
+        loss = loss_fn(model(x[part]), y[part], reduction="sum") * scale
+        loss.backward()
+        losses.append(loss.detach())
+    return torch.stack(losses).sum()
 
 
 def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -211,32 +254,36 @@ def epoch_sums(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     a micro-batch (batch norm normalizes over each micro-batch).
     """
     model.train()
-    order = epoch_order(len(y), generator, rank, world)
     losses: list[torch.Tensor] = []
-    sizes: list[int] = []
-    micro = max(1, -(-batch_size // max(accumulation, 1)))
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+    sizes: list[float] = []   # what each loss is the mean over, in samples
+    seen = 0
+    for idx, global_size in epoch_batches(len(y), batch_size, generator, rank, world):
         opt.zero_grad(set_to_none=True)
-        if micro >= len(idx):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
+        parts = min(max(accumulation, 1), len(idx))
+        if world == 1:
+            weight: float = len(idx)
+            if parts <= 1:
+                loss = loss_fn(model(x[idx]), y[idx])
+                loss.backward()
+            else:
+                loss = _accumulate(model, x, y, idx, parts, 1.0 / len(idx))
         else:
-            parts = []
-            for j in range(0, len(idx), micro):
-                part = idx[j:j + micro]
-                part_loss = nn.functional.cross_entropy(model(x[part]), y[part]) * (
-                    len(part) / len(idx))
-                part_loss.backward()
-                parts.append(part_loss.detach())
-            loss = torch.stack(parts).sum()
+            # DDP averages the ranks' gradients: scaled so, the step is the mean over the
+            # whole global batch (a rank's share may be one sample short, or empty).
+            weight = global_size / world
+            if parts <= 1:
+                loss = loss_fn(model(x[idx]), y[idx], reduction="sum") * (world / global_size)
+                loss.backward()
+            else:
+                loss = _accumulate(model, x, y, idx, parts, world / global_size)
         opt.step()
         losses.append(loss.detach())
-        sizes.append(len(idx))
+        sizes.append(weight)
+        seen += len(idx)
     if not losses:
         return 0.0, 0
     total = torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64)
-    return float(total), sum(sizes)
+    return float(total), seen
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -267,17 +314,14 @@ def fit(model: nn.Module, train: Split, monitor: Split, classes: tuple[str, ...]
     """
     net: nn.Module = getattr(model, "module", model)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    # Each rank takes an equal part of a batch: the averaged gradient is that of
-    # train.batch_size samples, as in one process.
-    local_batch = max(1, -(-s.batch_size // group.world))
     opt = make_optimizer(model, s)
     history: list[EpochStats] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_loss, best_epoch, bad_epochs = math.inf, 0, 0
     stopped = False
     for epoch in range(1, s.epochs + 1):
-        total, seen = epoch_sums(model, opt, x, y, local_batch, generator, group.rank, group.world,
-                                 s.accumulation_steps)
+        total, seen = epoch_sums(model, opt, x, y, s.batch_size, generator, group.rank,
+                                 group.world, s.accumulation_steps)
         total, seen_f = group.all_sum((total, float(seen)))
         group.average_buffers(net)
         train_loss = total / max(seen_f, 1.0)
@@ -285,17 +329,18 @@ def fit(model: nn.Module, train: Split, monitor: Split, classes: tuple[str, ...]
             raise diverged(train_loss, epoch)  # every rank saw the same reduced sum
         verdict = CONTINUE
         if group.rank == 0:
-            val = evaluate_model(net, monitor, classes)
-            if not math.isfinite(val["loss"]):
+            val_loss, val_score = monitor_scores(net, monitor, classes)
+            if not math.isfinite(val_loss):
                 verdict = DIVERGED
             else:
-                history.append(EpochStats(epoch, train_loss, val["loss"], val["accuracy"]))
+                history.append(EpochStats(epoch, train_loss, val_loss, val_score))
                 if progress:
-                    progress(epoch, s.epochs, f"loss {train_loss:.4f} val_loss {val['loss']:.4f} "
-                                              f"val_acc {val['accuracy']:.4f}")
+                    score = "val_r2" if is_regression(monitor) else "val_acc"
+                    progress(epoch, s.epochs, f"loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                                              f"{score} {val_score:.4f}")
                 if early_stopping and s.patience is not None:
-                    if val["loss"] < best_loss - s.min_delta:
-                        best_loss, best_epoch, bad_epochs = val["loss"], epoch, 0
+                    if val_loss < best_loss - s.min_delta:
+                        best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
                         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     else:
                         bad_epochs += 1

@@ -29,8 +29,10 @@ class ModelSpec:
 
     name: str
     input_shape: tuple[int, ...]
+    # Outputs of the head: one score per class, or 1 for regression (a value).
     num_classes: int
     params: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class ModelSpec:
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "params": self.params,
+            "task": self.task,
         }
 
     @classmethod
@@ -47,6 +50,7 @@ class ModelSpec:
             input_shape=tuple(int(v) for v in data["input_shape"]),
             num_classes=int(data["num_classes"]),
             params=dict(data.get("params", {})),
+            task=str(data.get("task", "classification")),
         )
 
 

@@ -86,6 +86,9 @@ class Step(ABC):
     # Bump when the step's own logic changes what it writes: old cache entries stop matching.
     version: ClassVar[str] = "1"
     cacheable: ClassVar[bool] = True
+    # The optional part of ci-ml (``ci_ml.extras``) the step needs to run; the core install
+    # can still take its result from the step cache.
+    extra: ClassVar[str | None] = None
 
     def enabled(self, config: Config) -> bool:
         return True

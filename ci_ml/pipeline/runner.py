@@ -21,8 +21,9 @@ import ci_ml
 from ci_ml.config import Config
 from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
+from ci_ml.extras import require
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
-from ci_ml.pipeline.cache import StepCache
+from ci_ml.pipeline.cache import StepCache, cache_key_from_env, check_cache_dir
 from ci_ml.pipeline.execute import check_limits, execute, note_selection
 from ci_ml.pipeline.interface import (
     Step,
@@ -34,6 +35,8 @@ from ci_ml.pipeline.interface import (
 from ci_ml.pipeline.registry import STEPS, ordered_steps
 
 MANIFEST = "manifest.json"
+# The version a step's inputs record for a tool that is not installed here.
+MISSING = "missing"
 STAGING_DIR = ".ci-ml-staging"
 
 
@@ -82,6 +85,16 @@ def cache_root(config: Config) -> Path:
     if env:
         return Path(env).resolve()
     return config.resolve(str(config.section("cache")["dir"]))
+
+
+def open_cache(config: Config, reporter: Reporter) -> StepCache:
+    """The step cache, checked before anything runs (a file where the directory should be
+    is bad input), authenticated with the CI secret CI_ML_CACHE_KEY when there is one."""
+    enabled = bool(config.section("cache")["enabled"])
+    root = cache_root(config)
+    if enabled:
+        check_cache_dir(root, "CI_ML_CACHE" if os.environ.get("CI_ML_CACHE") else "cache.dir")
+    return StepCache(root, enabled=enabled, key=cache_key_from_env(), warn=reporter.warn)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -148,7 +161,7 @@ def run_pipeline(
     reporter = reporter or Reporter()
     steps = select_steps(config, only)
     check_out_dir(out_dir)
-    cache = StepCache(cache_root(config), enabled=bool(config.section("cache")["enabled"]))
+    cache = open_cache(config, reporter)
     staging_root = out_dir / STAGING_DIR
     plan = plan_steps(steps, config, out_dir, staging_root, stage, force, cache, reporter)
     check_limits(config, sorted(plan.will_run))
@@ -157,6 +170,8 @@ def run_pipeline(
     # writes; a step the cache will answer costs nothing (not even importing torch).
     for step_cls in steps:
         if step_cls.name in plan.will_run:
+            if step_cls.extra is not None:
+                require(step_cls.extra, f"step {step_cls.name}")
             preflight = getattr(step_cls(), "preflight", None)
             if callable(preflight):
                 preflight(config)
@@ -174,19 +189,25 @@ def run_pipeline(
         for index, step_cls in enumerate(steps, start=1):
             step = step_cls()
             record = _run_one(step, index, total, config, out_dir, staging_root, stage, force,
-                              cache, output_hashes, reporter, plan.inputs.get(step.name))
+                              cache, output_hashes, reporter, plan.inputs.get(step.name),
+                              planned_to_run=step.name in plan.will_run)
             records.append(record)
             output_hashes[step.name] = dict(record.outputs)
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
-        _write_manifest(manifest_path, config, stage, records, prev_steps)
+        try:
+            _write_manifest(manifest_path, config, stage, records, prev_steps)
+        except OSError as exc:
+            # A full disk must not hide the error that stopped the run; the atomic write
+            # left the old manifest (or none) in place.
+            reporter.warn(f"{manifest_path}: not updated ({exc.strerror})")
     return RunResult(tuple(records), out_dir, manifest_path)
 
 
 def _run_one(
     step: Step, index: int, total: int, config: Config, out_dir: Path, staging_root: Path,
     stage: str, force: bool, cache: StepCache, output_hashes: Mapping[str, Mapping[str, str]],
-    reporter: Reporter, planned_inputs: StepInputs | None = None,
+    reporter: Reporter, planned_inputs: StepInputs | None = None, planned_to_run: bool = True,
 ) -> StepRecord:
     ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
     if not step.enabled(config):
@@ -197,15 +218,19 @@ def _run_one(
     ctx.reset_staging()
     declared = planned_inputs if planned_inputs is not None else step.inputs(ctx)
     key_material = _key_material(step, config, declared, output_hashes, stage)
-    key = hash_json(key_material)
+    key = _cache_key(step, key_material, cache, force)
     outputs = step.outputs(config)
     outcome = None if (force or not step.cacheable) else cache.lookup(step.name, key)
+    if outcome is not None and not cache.restore(step.name, key, outputs, ctx.staging):
+        outcome = None      # the entry failed its check (logged): run the step instead
     cached = outcome is not None
     if outcome is not None:
-        cache.restore(step.name, key, outputs, ctx.staging)
         reporter.step_end(index, total, step.name, "cached", time.perf_counter() - started,
                           outcome.summary)
     else:
+        preflight = getattr(step, "preflight", None)
+        if not planned_to_run and callable(preflight):
+            preflight(config)   # planned as cached, so its inputs were not checked yet
         reporter.step_start(index, total, step.name, step.title)
         try:
             outcome = execute(step, ctx, declared, key)
@@ -217,7 +242,7 @@ def _run_one(
             replace_path(ctx.staging / rel, out_dir / rel)
     if not cached:
         if step.cacheable and outcome.status in (StepStatus.PASSED, StepStatus.BLOCKED):
-            cache.store(step.name, key, outcome, outputs, out_dir)
+            cache.store(step.name, key, outcome, outputs, out_dir, tools=key_material["tools"])
         reporter.step_end(index, total, step.name, outcome.status.value,
                           time.perf_counter() - started, outcome.summary)
     produced = {rel: hash_path(out_dir / rel) for rel in outputs if (out_dir / rel).exists()}
@@ -235,6 +260,25 @@ def _context(step: Step, config: Config, out_dir: Path, staging_root: Path, stag
              force: bool, reporter: Reporter) -> StepContext:
     return StepContext(config=config, out_dir=out_dir, staging=staging_root / step.name,
                        stage=stage, reporter=reporter, force=force)
+
+
+def _cache_key(step: Step, material: dict[str, Any], cache: StepCache, force: bool) -> str:
+    """The step's cache key; where its tools are not installed, the key of the entry made
+    with the tool versions the job that ran it had.
+
+    A lean job (the gate's core install, no torch) cannot run train or prune, nor compute
+    their keys: torch's version is part of them. Any entry whose key is what every other
+    input gives with the entry's own recorded tool versions is that step's result.
+    """
+    key = hash_json(material)
+    tools = material["tools"]
+    if force or not step.cacheable or MISSING not in tools.values():
+        return key
+    for entry_key, recorded in cache.recorded_tools(step.name):
+        if set(recorded) == set(tools) and MISSING not in recorded.values():
+            if hash_json({**material, "tools": recorded}) == entry_key:
+                return entry_key
+    return key
 
 
 def _key_material(step: Step, config: Config, declared: StepInputs,
@@ -288,7 +332,8 @@ def _plan_into(steps: Sequence[type[Step]], config: Config, out_dir: Path, stagi
             continue
         ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
         declared[step.name] = step.inputs(ctx)
-        key = hash_json(_key_material(step, config, declared[step.name], predicted, stage))
+        key = _cache_key(step, _key_material(step, config, declared[step.name], predicted, stage),
+                         cache, force)
         hashes = cache.output_hashes(step.name, key, step.outputs(config))
         if hashes is None:
             will_run.add(step.name)

@@ -1,43 +1,63 @@
-"""The model registry: versions identified by content, stages with full history.
+"""Value types of the model registry: versions identified by content, stages with history.
 
-A version is one model identity (the sha256 of its ONNX file, ONNX external data
-and safetensors weights). A stage (``staging``, ``production``) holds a stack of
-promotions: ``promote`` pushes, ``rollback`` pops, and the stage's current
-version is the top. Every change is a history entry; nothing is ever deleted,
-so the history answers "what was in production on that day, and why".
+A version is one model identity (the sha256 over its ONNX file, ONNX external data
+and model card). A stage (``staging``, ``production``) holds a stack of promotions:
+``promote`` pushes, ``rollback`` pops, and the stage's current version is the top.
+
+Every change is an *event*: an in-toto statement in a DSSE envelope that names its
+sequence number and the sha256 of the event before it. The history is that hash-linked
+chain and nothing else: versions, stages, forced flags and reasons are all derived from
+the (verified) statements, never from a mutable index. A backend
+(``RegistryBackend``) only stores and lists the envelopes and the blobs they name;
+``ci_ml.registry.history.Registry`` verifies, derives and writes on top of any backend.
 """
 
 from __future__ import annotations
 
 import enum
+import shutil
+import tempfile
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ci_ml.artifacts import CANDIDATE_CARD, CANDIDATE_ONNX, CANDIDATE_ONNX_DATA, TRAINED_WEIGHTS
-from ci_ml.errors import InputError
-from ci_ml.fsutil import hash_json, sha256_file
+from ci_ml.artifacts import (
+    CANDIDATE_CARD,
+    CANDIDATE_ONNX,
+    CANDIDATE_ONNX_DATA,
+    TRAINED_WEIGHTS,
+)
+from ci_ml.errors import BlockedError, InputError
+from ci_ml.fsutil import hash_json, sha256_bytes, sha256_file
 
 STAGES = ("staging", "production")
 # The stage a model must have passed before it may enter each stage.
 PREVIOUS_STAGE: Mapping[str, str | None] = {"staging": None, "production": "staging"}
 
 # Where the model files live in a pipeline's out dir, and their names in the registry.
-# ``identity`` files define the model digest (the contract with the gate); the model
-# card rides along so a registry version can be served on its own.
+# The ``identity`` files define the model digest (the contract with the gate): the
+# candidate's ONNX graph (+ external data) and its card, whatever trained it. The
+# safetensors weights of ci-ml's own training ride along when present.
 IDENTITY_FILES: Mapping[str, str] = {
     "model.onnx": CANDIDATE_ONNX,
     "model.onnx.data": CANDIDATE_ONNX_DATA,
-    "model.safetensors": TRAINED_WEIGHTS,
+    "model.json": CANDIDATE_CARD,
 }
-OPTIONAL_FILES = frozenset({"model.onnx.data"})
-CARD_FILES: Mapping[str, str] = {"model.json": CANDIDATE_CARD}
+EXTRA_FILES: Mapping[str, str] = {"model.safetensors": TRAINED_WEIGHTS}
+OPTIONAL_FILES = frozenset({"model.onnx.data", "model.safetensors"})
 
 
 class RegistryError(InputError):
-    """The registry is unreadable, inconsistent, or asked for something it does not hold."""
+    """The registry is unreadable, misconfigured, or asked for something it does not hold."""
+
+
+class RegistryTampered(BlockedError):
+    """The stored history fails verification: an event is unsigned, altered, inserted,
+    reordered or missing (exit 1: nothing built on it may be promoted)."""
 
 
 class Action(enum.Enum):
@@ -64,13 +84,13 @@ class ModelIdentity:
     def from_out_dir(cls, out_dir: Path) -> ModelIdentity:
         """Hash the model files of a pipeline run; raises InputError if one is missing."""
         files = {}
-        for name, rel in {**IDENTITY_FILES, **CARD_FILES}.items():
+        for name, rel in {**IDENTITY_FILES, **EXTRA_FILES}.items():
             path = out_dir / rel
             if path.is_file():
                 files[name] = sha256_file(path)
-            elif name not in OPTIONAL_FILES and name in IDENTITY_FILES:
-                raise InputError(f"{path}: model file not found (run `ci-ml train` and "
-                                 "`ci-ml prune` with this --out first)")
+            elif name not in OPTIONAL_FILES:
+                raise InputError(f"{path}: model file not found (the candidate model: run "
+                                 "`ci-ml prune`, or your own training, with this --out first)")
         return cls(files)
 
     @classmethod
@@ -82,7 +102,7 @@ class ModelIdentity:
 
     @staticmethod
     def source_paths(out_dir: Path) -> dict[str, Path]:
-        every = {**IDENTITY_FILES, **CARD_FILES}
+        every = {**IDENTITY_FILES, **EXTRA_FILES}
         return {name: out_dir / rel for name, rel in every.items() if (out_dir / rel).is_file()}
 
 
@@ -109,8 +129,10 @@ class VersionRecord:
 
 @dataclass(frozen=True)
 class AttestationRef:
-    path: str        # relative to the registry root
-    sha256: str      # of the envelope file, so an unsigned attestation is tamper-evident too
+    """Where an event's envelope is stored, and what it hashes to (the next event's link)."""
+
+    path: str        # backend-specific: a path in the registry dir, an OCI reference, ...
+    sha256: str      # of the envelope bytes
     signed: bool
     keyid: str | None = None
 
@@ -118,13 +140,11 @@ class AttestationRef:
         return {"path": self.path, "sha256": self.sha256, "signed": self.signed,
                 "keyid": self.keyid}
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> AttestationRef:
-        return cls(str(d["path"]), str(d["sha256"]), bool(d["signed"]), d.get("keyid"))
-
 
 @dataclass(frozen=True)
 class HistoryEntry:
+    """One event of the history, as its statement says (every field is signed)."""
+
     seq: int
     at: str
     user: str
@@ -136,24 +156,15 @@ class HistoryEntry:
     reason: str | None = None
     gate: Mapping[str, Any] = field(default_factory=dict)      # decision outcome + hashes
     evidence: Mapping[str, str] = field(default_factory=dict)  # artifact name -> blob sha256
+    parent: str | None = None                                  # sha256 of the event before
     attestation: AttestationRef | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "at": self.at, "user": self.user, "action": self.action.value,
                 "stage": self.stage, "version": self.version, "previous": self.previous,
                 "forced": self.forced, "reason": self.reason, "gate": dict(self.gate),
-                "evidence": dict(self.evidence),
+                "evidence": dict(self.evidence), "parent": self.parent,
                 "attestation": self.attestation.to_json() if self.attestation else None}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> HistoryEntry:
-        att = d.get("attestation")
-        return cls(int(d["seq"]), str(d["at"]), str(d["user"]), Action(d["action"]),
-                   str(d["stage"]), int(d["version"]),
-                   None if d.get("previous") is None else int(d["previous"]),
-                   bool(d.get("forced", False)), d.get("reason"), dict(d.get("gate", {})),
-                   dict(d.get("evidence", {})),
-                   AttestationRef.from_json(att) if att else None)
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,9 @@ class StageState:
 class RegistryState:
     versions: Mapping[int, VersionRecord]
     history: tuple[HistoryEntry, ...]
+    head: str | None = None          # sha256 of the last event's envelope
+    signing: str = "required"        # "required", or "off" (unsigned events accepted)
+    signers: tuple[str, ...] = ()    # key ids that signed the events
 
     def stage(self, name: str) -> StageState:
         stack: list[HistoryEntry] = []
@@ -210,16 +224,17 @@ class RegistryState:
         return tuple(s for s in STAGES if (top := self.stage(s).current) and
                      top.version == number)
 
+    @property
+    def unsigned(self) -> int:
+        return sum(1 for e in self.history if e.attestation and not e.attestation.signed)
+
     def to_json(self) -> dict[str, Any]:
-        return {"format": 1,
+        return {"format": 2, "head": self.head, "signing": self.signing,
+                "signers": list(self.signers),
+                "stages": {s: (top.version if (top := self.stage(s).current) else None)
+                           for s in STAGES},
                 "versions": [self.versions[n].to_json() for n in sorted(self.versions)],
                 "history": [e.to_json() for e in self.history]}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> RegistryState:
-        versions = {int(v["version"]): VersionRecord.from_json(v) for v in d.get("versions", ())}
-        history = tuple(HistoryEntry.from_json(e) for e in d.get("history", ()))
-        return cls(versions, history)
 
 
 EMPTY_STATE = RegistryState({}, ())
@@ -227,7 +242,11 @@ EMPTY_STATE = RegistryState({}, ())
 
 @dataclass(frozen=True)
 class Promotion:
-    """Everything ``promote`` records about one promotion, gathered before the lock is taken."""
+    """Everything ``promote`` records about one promotion, gathered before the lock is taken.
+
+    ``problems`` are why the gate's decision does not admit the model; the registry adds
+    its own (the stage before was not passed) from its verified history, and refuses
+    unless ``force`` was asked for, in which case the event is recorded as forced."""
 
     stage: str
     identity: ModelIdentity
@@ -236,40 +255,119 @@ class Promotion:
     data: Mapping[str, str]
     evidence: Mapping[str, Path]             # artifact name -> file stored as an evidence blob
     gate: Mapping[str, Any]
-    forced: bool
+    problems: tuple[str, ...]
+    force: bool
     reason: str | None
     user: str
+    requires: str | None = None              # the stage the model must hold through a gate
+    context: Mapping[str, Any] = field(default_factory=dict)  # findings, waivers, policy...
 
 
-# Builds the attestation of a promotion while the registry lock is held: given the new
-# history entry (without its attestation) and the version, returns the envelope bytes and
-# the id of the key that signed it (None when unsigned).
-AttestFn = Callable[["HistoryEntry", "VersionRecord"], tuple[bytes, str | None]]
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event's envelope as a backend stores it, in sequence order."""
+
+    location: str
+    envelope: bytes
 
 
-class Registry(ABC):
-    """A model registry backend. Writes are atomic and serialized; reads see a snapshot."""
+@dataclass(frozen=True)
+class BlobRef:
+    """A file the history names: a model file of a version, or evidence of an event."""
+
+    sha256: str
+    name: str
+    version: int
+    seq: int | None = None      # set for evidence (the event that stored it)
+
+    @property
+    def kind(self) -> str:
+        return "model file" if self.seq is None else "evidence"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What a promotion stores before it takes the lock (content-addressed, so idempotent)."""
+
+    digest: str
+    files: Mapping[str, tuple[Path, str]]      # model files: registry name -> (path, sha256)
+    evidence: Mapping[str, tuple[Path, str]]   # artifact name -> (path, sha256)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append: its signed envelope and what it asserts (for the backend's
+    own bookkeeping: tags, model versions, referrers)."""
+
+    envelope: bytes
+    entry: HistoryEntry
+    version: VersionRecord
+    new_version: bool
+
+    @property
+    def seq(self) -> int:
+        return self.entry.seq
+
+
+class RegistryBackend(ABC):
+    """Where a registry keeps its history: the event envelopes in sequence order, the
+    blobs they name (model files, evidence), and a lock that serializes writers.
+
+    A backend never decides anything: it stores bytes. Appends happen only under
+    ``lock()``, after the caller has read and verified the whole chain, so a backend
+    needs mutual exclusion, not compare-and-swap. Every backend passes the conformance
+    suite in ``tests/registry/conformance.py``."""
+
+    name: ClassVar[str]
 
     @property
     @abstractmethod
     def location(self) -> str:
-        """Where the registry lives, for messages."""
+        """Where the registry lives, for messages (never with credentials)."""
 
     @abstractmethod
-    def state(self) -> RegistryState: ...
+    def lock(self) -> AbstractContextManager[None]:
+        """Exclusive among all writers of this registry; raises ToolError on timeout."""
 
     @abstractmethod
-    def state_digest(self) -> str:
-        """A hash of the registry's state, for cache keys of steps that read it."""
+    def read_events(self) -> list[StoredEvent]:
+        """Every stored event envelope, in sequence order (event 1 first)."""
 
     @abstractmethod
-    def promote(self, promotion: Promotion, attest: AttestFn) -> HistoryEntry: ...
+    def upload(self, upload: Upload) -> object:
+        """Store a promotion's blobs; returns a handle ``write_event`` receives."""
 
     @abstractmethod
-    def rollback(self, stage: str, user: str, reason: str | None) -> HistoryEntry: ...
+    def write_event(self, event: NewEvent, staged: object | None) -> str:
+        """Append event ``event.seq`` (under the lock); returns where it is stored."""
 
     @abstractmethod
-    def blob_path(self, sha256: str) -> Path: ...
+    def fetch(self, ref: BlobRef) -> Path:
+        """A local, readable copy of a blob the history names; RegistryError if missing."""
 
-    @abstractmethod
-    def read_attestation(self, ref: AttestationRef) -> bytes: ...
+    def publish(self, state: RegistryState) -> None:
+        """Point the backend's own stage markers (tags, aliases) at ``state``'s stages.
+
+        Called under the lock after each append. The markers are a convenience for other
+        tools: ci-ml never reads them back as truth. The local backend has none."""
+        return None
+
+    def head(self) -> str:
+        """Changes whenever any stored event changes (for cache keys of steps that read it)."""
+        return hash_json([sha256_bytes(e.envelope) for e in self.read_events()])
+
+    _scratch_dir: Path | None = None
+
+    def scratch(self) -> Path:
+        """A private directory for downloaded copies, removed by ``close``."""
+        if self._scratch_dir is None:
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix=f"ci-ml-{self.name}-"))
+            # Removed with the backend (or at exit) even when nobody calls close().
+            weakref.finalize(self, shutil.rmtree, self._scratch_dir, True)
+        return self._scratch_dir
+
+    def close(self) -> None:
+        """Release downloaded copies."""
+        if self._scratch_dir is not None:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None

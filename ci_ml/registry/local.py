@@ -1,59 +1,49 @@
-"""The embedded registry: a plain directory, no server.
+"""The embedded registry backend: a plain directory, no server.
 
 Layout::
 
-    <root>/index.json                     versions and the full history (the only mutable file)
+    <root>/events/<seq:06d>.dsse.json     the history: one signed event per file, never rewritten
+    <root>/blobs/sha256/<hex>             content-addressed model files and evidence (read-only)
     <root>/.lock                          fcntl.flock'ed by every writer
-    <root>/blobs/sha256/<hex>             content-addressed model files and evidence
-    <root>/attestations/<seq>-<stage>-v<n>.dsse.json
 
-Writers copy blobs first (idempotent: a blob's name is its hash), then take the
-lock, re-read the index, decide, write the attestation and replace the index
-atomically. Readers never lock: ``os.replace`` means they see the old index or the
-new one, never half of one. Concurrent promotions therefore serialize on the lock
-and none is lost.
+There is no index: the state is derived from the events. Readers never lock: an event
+file appears whole (written to a temporary name, then hard-linked into place, which
+also refuses to replace an existing event).
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ci_ml.errors import ToolError
-from ci_ml.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ci_ml.fsutil import sha256_file
 from ci_ml.registry.interface import (
-    EMPTY_STATE,
-    STAGES,
-    Action,
-    AttestationRef,
-    AttestFn,
-    HistoryEntry,
-    Promotion,
-    Registry,
+    BlobRef,
+    NewEvent,
+    RegistryBackend,
     RegistryError,
-    RegistryState,
-    VersionRecord,
+    StoredEvent,
+    Upload,
 )
 
-INDEX = "index.json"
+EVENTS = "events"
 LOCK = ".lock"
+LEGACY_INDEX = "index.json"
+EVENT_NAME = re.compile(r"^(\d{6,})\.dsse\.json$")
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+class LocalBackend(RegistryBackend):
+    name = "local"
 
-
-class LocalRegistry(Registry):
     def __init__(self, root: Path, lock_timeout_s: float = 60.0) -> None:
         self.root = root
         self.lock_timeout_s = lock_timeout_s
@@ -63,55 +53,50 @@ class LocalRegistry(Registry):
         return str(self.root)
 
     @property
-    def index_path(self) -> Path:
-        return self.root / INDEX
-
-    # ------------------------------------------------------------------ reading
-
-    def state(self) -> RegistryState:
-        try:
-            text = self.index_path.read_text("utf-8")
-        except FileNotFoundError:
-            return EMPTY_STATE
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"{self.index_path}: cannot read the registry index: {exc}") \
-                from exc
-        try:
-            doc = json.loads(text)
-            if not isinstance(doc, dict) or doc.get("format") != 1:
-                raise ValueError("not a ci-ml registry index (format 1)")
-            state = RegistryState.from_json(doc)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"{self.index_path}: registry index is corrupt: {exc}") from exc
-        for entry in state.history:
-            if entry.version not in state.versions or entry.stage not in STAGES:
-                raise RegistryError(f"{self.index_path}: registry index is corrupt: history "
-                                    f"entry {entry.seq} names unknown version/stage")
-        return state
-
-    def state_digest(self) -> str:
-        """A hash of the registry's state, for cache keys of steps that read it."""
-        try:
-            return sha256_bytes(self.index_path.read_bytes())
-        except FileNotFoundError:
-            return "empty"
+    def events_dir(self) -> Path:
+        return self.root / EVENTS
 
     def blob_path(self, sha256: str) -> Path:
         return self.root / "blobs" / "sha256" / sha256
 
-    def read_attestation(self, ref: AttestationRef) -> bytes:
-        path = (self.root / ref.path).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise RegistryError(f"attestation path {ref.path!r} leaves the registry")
+    # ------------------------------------------------------------------ reading
+
+    def read_events(self) -> list[StoredEvent]:
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryError(f"registry {self.root}: exists and is not a directory")
         try:
-            return path.read_bytes()
+            names = sorted((p.name for p in self.events_dir.iterdir() if EVENT_NAME.match(p.name)),
+                           key=lambda n: int(n.split(".", 1)[0]))
+        except FileNotFoundError:
+            if (self.root / LEGACY_INDEX).is_file():
+                raise RegistryError(
+                    f"{self.root / LEGACY_INDEX}: a registry of an older ci-ml (an unsigned "
+                    "index, no event chain); its history cannot be verified: move it aside "
+                    "and promote again") from None
+            return []
         except OSError as exc:
-            raise RegistryError(f"{path}: attestation missing or unreadable") from exc
+            raise RegistryError(f"{self.events_dir}: cannot list the registry's events: "
+                                f"{exc.strerror}") from exc
+        events = []
+        for name in names:
+            path = self.events_dir / name
+            try:
+                events.append(StoredEvent(f"{EVENTS}/{name}", path.read_bytes()))
+            except OSError as exc:
+                raise RegistryError(f"{path}: cannot read: {exc.strerror}") from exc
+        return events
+
+    def fetch(self, ref: BlobRef) -> Path:
+        path = self.blob_path(ref.sha256)
+        if not path.is_file():
+            raise RegistryError(f"{ref.kind} {ref.name} (blob {ref.sha256[:12]}) is not in the "
+                                "registry")
+        return path
 
     # ------------------------------------------------------------------ writing
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -153,55 +138,26 @@ class LocalRegistry(Registry):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _write(self, state: RegistryState) -> None:
-        atomic_write_json(self.index_path, state.to_json())
-
-    def promote(self, promotion: Promotion, attest: AttestFn) -> HistoryEntry:
-        # Blobs first and outside the lock: content-addressed, so racing writers agree.
-        for name, src in promotion.sources.items():
-            self.put_blob(src, promotion.identity.files[name])
-        evidence = {}
-        for name, src in promotion.evidence.items():
-            sha = sha256_file(src)
+    def upload(self, upload: Upload) -> object:
+        for src, sha in (*upload.files.values(), *upload.evidence.values()):
             self.put_blob(src, sha)
-            evidence[name] = sha
-        with self._locked():
-            state = self.state()
-            record = state.by_digest(promotion.identity.digest)
-            if record is None:
-                record = VersionRecord(
-                    version=max(state.versions, default=0) + 1,
-                    digest=promotion.identity.digest, files=dict(promotion.identity.files),
-                    metrics=dict(promotion.metrics), data=dict(promotion.data),
-                    created_at=utc_now(), created_by=promotion.user)
-            top = state.stage(promotion.stage).current
-            seq = len(state.history) + 1
-            entry = HistoryEntry(
-                seq=seq, at=utc_now(), user=promotion.user, action=Action.PROMOTE,
-                stage=promotion.stage, version=record.version,
-                previous=top.version if top else None, forced=promotion.forced,
-                reason=promotion.reason, gate=dict(promotion.gate), evidence=evidence)
-            envelope, keyid = attest(entry, record)
-            rel = f"attestations/{seq:06d}-{promotion.stage}-v{record.version}.dsse.json"
-            atomic_write_bytes(self.root / rel, envelope)
-            entry = replace(entry, attestation=AttestationRef(rel, sha256_bytes(envelope),
-                                                              keyid is not None, keyid))
-            self._write(RegistryState({**state.versions, record.version: record},
-                                      (*state.history, entry)))
-        return entry
+        return None
 
-    def rollback(self, stage: str, user: str, reason: str | None) -> HistoryEntry:
-        with self._locked():
-            state = self.state()
-            st = state.stage(stage)
-            if st.current is None:
-                raise RegistryError(f"nothing to roll back: no model in {stage}")
-            if st.previous is None:
-                raise RegistryError(f"nothing to roll back to: v{st.current.version} is the "
-                                    f"only version {stage} has held since its last rollback")
-            entry = HistoryEntry(
-                seq=len(state.history) + 1, at=utc_now(), user=user, action=Action.ROLLBACK,
-                stage=stage, version=st.previous.version, previous=st.current.version,
-                reason=reason)
-            self._write(RegistryState(state.versions, (*state.history, entry)))
-        return entry
+    def write_event(self, event: NewEvent, staged: object | None) -> str:
+        self.events_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{event.seq:06d}.dsse.json"
+        fd, tmp = tempfile.mkstemp(dir=self.events_dir, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(event.envelope)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, self.events_dir / name)   # never replaces an existing event
+            except FileExistsError as exc:
+                raise RegistryError(f"{self.events_dir / name}: event #{event.seq} exists "
+                                    "already (written outside the registry lock?)") from exc
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return f"{EVENTS}/{name}"

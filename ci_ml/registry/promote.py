@@ -2,8 +2,10 @@
 
 ``promote`` admits a model only on a passing gate decision for the same stage,
 the same model digest and the same policy (``decision.json`` in ``--out``).
-``--force`` overrides that, and is recorded with the reason given, both in the
-history and in the signed attestation, so an auditor sees every bypass.
+``--force`` overrides that, and is recorded with the reason given in the event's
+signed statement, so an auditor sees every bypass. The registry re-checks, against
+its own verified history, that a production candidate holds staging through a gated
+promotion: a decision made on a forged registry view cannot promote.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ci_ml.attest.keys import configured_signer, key_is_exposed, signing_key_path
-from ci_ml.attest.statement import build_statement, envelope_for, git_state
+from ci_ml.attest.keys import key_is_exposed, signing_key_path
+from ci_ml.attest.statement import git_state
 from ci_ml.config import Config
 from ci_ml.console import Reporter
 from ci_ml.errors import BlockedError, InputError, UsageError
@@ -28,6 +30,7 @@ from ci_ml.gate.step import configured_waivers
 from ci_ml.model.steps import served_metrics_path
 from ci_ml.registry.backends import open_registry
 from ci_ml.registry.interface import (
+    PREVIOUS_STAGE,
     HistoryEntry,
     ModelIdentity,
     Promotion,
@@ -86,6 +89,7 @@ class PromoteResult:
     version: VersionRecord
     problems: tuple[str, ...]   # what --force overrode (empty when the gate admitted it)
     registry: str
+    signing: str                # "required", or "off" (the event may be unsigned)
 
 
 def _findings_summary(findings: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -112,8 +116,8 @@ def promote(config: Config, out_dir: Path, stage: str, *, force: bool, reason: s
     if problems and not force:
         raise BlockedError(f"promotion to {stage} refused: {problems[0]}",
                            hint="pass --force --reason TEXT to override (recorded)")
-    # The key is loaded before anything is written: a bad key leaves the registry untouched.
-    signer = configured_signer(config)
+    # The keys are loaded before anything is written: a bad key leaves the registry untouched.
+    registry = open_registry(config, write=True)
     key_path = signing_key_path(config)
     if key_path is not None and key_is_exposed(key_path):
         reporter.warn(f"{key_path}: signing key is readable by group/others (chmod 600 it)")
@@ -137,25 +141,22 @@ def promote(config: Config, out_dir: Path, stage: str, *, force: bool, reason: s
         "git": git_state(config.root),
     }
 
-    def attest(entry: HistoryEntry, version: VersionRecord) -> tuple[bytes, str | None]:
-        statement = build_statement(entry, version, context=context)
-        envelope = envelope_for(statement, signer)
-        return envelope.to_bytes(), signer.keyid if signer else None
-
-    registry = open_registry(config)
     sha = data_report.get("sha256") if isinstance(data_report, dict) else None
+    requires = (PREVIOUS_STAGE[stage] if config.section("policy")[stage].get(
+        "require_previous_stage", True) else None)
     entry = registry.promote(Promotion(
         stage=stage, identity=identity, sources=ModelIdentity.source_paths(out_dir),
         metrics=scalar_metrics(metrics if isinstance(metrics, dict) else {}),
         data={str(k): str(v) for k, v in sha.items()} if isinstance(sha, dict) else {},
         evidence=evidence,
-        gate={"decision": (decision or {}).get("decision"), "problems": problems,
-              "policy_sha256": policy_sha, "force_requested": force},
-        forced=bool(problems), reason=reason, user=current_user(),
-    ), attest)
+        gate={"decision": (decision or {}).get("decision"), "policy_sha256": policy_sha,
+              "force_requested": force},
+        problems=tuple(problems), force=force, reason=reason, user=current_user(),
+        requires=requires, context=context))
     version = registry.state().version(entry.version)
-    return PromoteResult(entry, version, tuple(problems), registry.location)
+    return PromoteResult(entry, version, tuple(entry.gate.get("problems", ())),
+                         registry.location, registry.trust.mode)
 
 
 def rollback(config: Config, stage: str, reason: str | None) -> HistoryEntry:
-    return open_registry(config).rollback(stage, current_user(), reason)
+    return open_registry(config, write=True).rollback(stage, current_user(), reason)

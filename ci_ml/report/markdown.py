@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ci_ml.gate.interface import Decision, Evidence, Outcome, StagePolicy
+from ci_ml.report.story import data_story, prune_story, short
 from ci_ml.scan.interface import ScanStatus, Severity
 from ci_ml.scan.waivers import Waiver
 
@@ -24,10 +25,6 @@ MAX_LISTED = 20
 
 def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _short(digest: str | None) -> str:
-    return digest.removeprefix("sha256:")[:12] if digest else "none"
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -180,53 +177,43 @@ def _waivers_section(decision: Decision) -> list[str]:
     return [*lines, ""]
 
 
+def _run_section(evidence: Evidence) -> list[str]:
+    """One line per step before the gate, worded as report.html words them."""
+    data, prune = data_story(evidence.data_report), prune_story(evidence.prune_report)
+    lines = [f"- {data.sentence}." if data else "- No data check ran.",
+             f"- {prune.sentence}." if prune else "- No prune step ran."]
+    return ["### The run", "", *lines, ""]
+
+
 def _prune_section(evidence: Evidence) -> list[str]:
-    report = evidence.prune_report
-    base, pruned = (report or {}).get("base"), (report or {}).get("pruned")
-    if not isinstance(base, Mapping) or not isinstance(pruned, Mapping):
+    story = prune_story(evidence.prune_report)
+    if story is None or not story.rows:
         return []
-    rows = []
-    for label, path in (("latency, batch 1 (ms)", ("latency_ms", "b1")),
-                        ("latency, batch 256 (ms)", ("latency_ms", "b256")),
-                        ("ONNX size (bytes)", ("onnx_bytes",))):
-        b, p = _dig(base, path), _dig(pruned, path)
-        if b is None or p is None:
-            continue
-        ratio = f"{b / p:.2f}x" if p else "-"
-        rows.append(f"| {label} | {b:g} | {p:g} | {ratio} |")
-    if not rows:
-        return []
-    drop = report.get("accuracy_drop") if report else None
-    tail = [f"Accuracy drop from pruning: {drop:g} points.", ""] if isinstance(
-        drop, int | float) else []
-    return ["### Pruning", "", "| | base | pruned | gain |", "|---|---:|---:|---:|", *rows, "",
-            *tail]
-
-
-def _dig(node: Any, path: tuple[str, ...]) -> float | None:
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+    rows = [f"| {r.label} | {r.base} | {r.candidate} | {r.gain} |" for r in story.rows]
+    return ["### Pruning: base against the pruned model", "",
+            "| | base (unpruned) | pruned | gain |", "|---|---:|---:|---:|", *rows, ""]
 
 
 def render_summary(decision: Decision, evidence: Evidence, policy: StagePolicy) -> str:
     passed = decision.outcome is Outcome.PASS
     verdict = "✅ PASS" if passed else "⛔ BLOCKED"
     lines = [f"## ci-ml gate: {verdict} for {decision.stage}", ""]
-    facts = [f"model `{_short(decision.model_digest)}`"]
+    facts = [f"candidate `{short(decision.model_digest)}`"]
     if decision.baseline:
         facts.append(f"{decision.stage} now holds v{decision.baseline.version} "
-                     f"`{_short(decision.baseline.digest)}`")
+                     f"`{short(decision.baseline.digest)}`")
     else:
         facts.append(f"{decision.stage} is empty")
     facts.append(f"{len(decision.rules)} rules, {len(decision.blocking)} blocking")
     lines += [" · ".join(facts), ""]
+    if evidence.registry_signing == "off":
+        lines += ["> ⚠️ **Registry signing is OFF** (`registry.signing: off`): promotions are "
+                  "unsigned and their record can be rewritten without a trace.", ""]
     if decision.blocking:
         lines.append(f"**Blocking ({len(decision.blocking)}):**")
         lines += [f"- `{r.rule}`: {_escape(r.message)}" for r in decision.blocking]
         lines.append("")
+    lines += _run_section(evidence)
     lines += _metrics_section(decision, evidence, policy)
     lines += _findings_section(decision, evidence)
     lines += _gaps_section(evidence)
@@ -234,7 +221,7 @@ def render_summary(decision: Decision, evidence: Evidence, policy: StagePolicy) 
     lines += _waivers_section(decision)
     lines += _prune_section(evidence)
     lines += [f"<details><summary>All {len(decision.rules)} rules (policy "
-              f"<code>{_short(decision.policy_digest)}</code>)</summary>", "",
+              f"<code>{short(decision.policy_digest)}</code>)</summary>", "",
               "| rule | outcome | detail |", "|---|---|---|"]
     lines += [f"| `{r.rule}` | {'pass' if r.outcome is Outcome.PASS else '**block**'} | "
               f"{_escape(r.message)} |" for r in decision.rules]

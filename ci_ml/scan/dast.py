@@ -27,6 +27,7 @@ from ci_ml.dast.http import Client
 from ci_ml.dast.interface import DastEngine, DastError, DastOptions, DastReport, DastTarget
 from ci_ml.dast.rules import Rules
 from ci_ml.dast.target import discover
+from ci_ml.extras import require
 from ci_ml.pipeline.interface import StepContext
 from ci_ml.scan.interface import Scanner, ScanRequest, ScanResult, ScanStatus
 
@@ -90,6 +91,7 @@ def served_target(options: Mapping[str, Any]) -> Iterator[tuple[str, str | None]
         raise DastError(f"no target: scan.dast.target is not set and there is no model to serve "
                         f"at {model_path or PRUNED_MODEL} (run `ci-ml prune` first, or pass "
                         "--target URL)")
+    require("serve", "scan dast of the model served here (no --target)")
     from ci_ml.serve.server import load_model, start_background
     from ci_ml.serve.settings import ServeSettings
 

@@ -36,8 +36,8 @@ def find_tool(name: str) -> str:
         return str(beside)
     found = shutil.which(name)
     if not found:
-        raise ScanError(f"{name} is not installed (not beside {sys.executable} nor on PATH); "
-                        "the scan did not run")
+        raise ScanError(f"{name} is not installed (not beside {sys.executable} nor on PATH; "
+                        "pip install 'ci-ml[scan]' brings bandit and pip-audit); the scan did not run")
     return found
 
 

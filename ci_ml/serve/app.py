@@ -28,6 +28,7 @@ import numpy as np
 
 from ci_ml.serve import oip
 from ci_ml.serve.decoders.interface import Batch, Predictions, RequestError
+from ci_ml.serve.labels import LabelSink
 from ci_ml.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from ci_ml.serve.metrics import Metrics
 from ci_ml.serve.model import ServedModel
@@ -63,6 +64,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v2": ("GET", "HEAD"), "/v2/health/live": ("GET", "HEAD"),
     "/v2/health/ready": ("GET", "HEAD"), "/v2/models/{name}": ("GET", "HEAD"),
     "/v2/models/{name}/ready": ("GET", "HEAD"), "/v2/models/{name}/infer": ("POST",),
+    "/labels": ("POST",),
 }
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
@@ -115,6 +117,7 @@ class ModelApp:
         self._row_cost_s = self._calibrate()
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
+        self.labels = LabelSink(settings.labels, settings.limits.max_batch)
 
     def next_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids):06d}"
@@ -142,6 +145,7 @@ class ModelApp:
         self.draining = True
         self._pool.shutdown(wait=True)
         self.request_log.close()
+        self.labels.close()
         self.metrics.close()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -202,7 +206,27 @@ class ModelApp:
             return await self._predict(scope, receive, rid, started)
         if route == "/v2/models/{name}/infer":
             return await self._infer(scope, receive, rid, started)
+        if route == "/labels":
+            return await self._labels(scope, receive)
         return self._get(route)
+
+    async def _labels(self, scope: Scope, receive: Receive) -> Response:
+        """Late labels (ci_ml.serve.labels): off without serve.labels.path, bearer token."""
+        if not self.labels.enabled:
+            return error(404, "not found")
+        if not self.labels.authorized(dict(scope["headers"]).get(b"authorization")):
+            return Response(401, {"error": "a valid bearer token is required"},
+                            (("WWW-Authenticate", 'Bearer realm="labels"'),))
+        try:
+            body = await self._read_body(scope, receive, ("application/json",))
+            written = self.labels.accept(parse_json(body))
+        except _TooLarge as exc:
+            response = error(413, str(exc))
+            response.close = True
+            return response
+        except RequestError as exc:
+            return error(exc.status, exc.message)
+        return Response(200, {"accepted": written})
 
     def _get(self, route: str) -> Response:
         ready = not self.draining

@@ -188,7 +188,9 @@ class ServedModel:
             raise InputError(f"{path.parent / SPEC}: input_shape {list(card.input_shape)} "
                              f"does not match the graph's {list(spec.sample_shape)}")
         features = card.doc.get("features") or ()
-        if features and len(self.inputs) == 1 and len(features) != n:
+        # A rows card lists raw fields (before one-hot encoding): its decoder checks them.
+        rows = card.doc.get("input_format") == "rows"
+        if features and len(self.inputs) == 1 and len(features) != n and not rows:
             raise InputError(f"{path.parent / SPEC}: {len(features)} features listed, "
                              f"the graph takes {n}")
         for key in ("mean", "std"):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_ml.errors import InputError
+from ci_ml.serve.labels import LabelSettings
 
 
 def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -60,6 +61,7 @@ class ServeSettings:
     version: str | None = None
     limits: Limits = field(default_factory=Limits)
     log: LogSettings = field(default_factory=LogSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
     @property
     def worker_count(self) -> int:
@@ -81,10 +83,11 @@ class ServeSettings:
         """From a config ``serve`` section (defaults filled in); paths relative to ``root``."""
         limits = dict(section.get("limits") or {})
         log = dict(section.get("log") or {})
-        log_path = log.get("path")
-        if log_path is not None:
-            p = Path(str(log_path))
-            log["path"] = p if p.is_absolute() or root is None else root / p
+        labels = dict(section.get("labels") or {})
+        for part in (log, labels):
+            if part.get("path") is not None:
+                p = Path(str(part["path"]))
+                part["path"] = p if p.is_absolute() or root is None else root / p
         try:
             return cls(
                 host=str(section.get("host", cls.host)), port=int(section.get("port", cls.port)),
@@ -95,6 +98,8 @@ class ServeSettings:
                 limits=Limits(**{k: limits[k] for k in Limits.__dataclass_fields__ if k in limits}),
                 log=LogSettings(**{k: log[k] for k in LogSettings.__dataclass_fields__
                                    if k in log}),
+                labels=LabelSettings(**{k: labels[k] for k in LabelSettings.__dataclass_fields__
+                                        if k in labels}),
             )
         except (TypeError, ValueError) as exc:
             raise InputError(f"serve settings: {exc}") from exc
@@ -106,6 +111,7 @@ class ServeSettings:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["log"]["path"] = str(self.log.path) if self.log.path else None
+        data["labels"]["path"] = str(self.labels.path) if self.labels.path else None
         return data
 
     @classmethod

@@ -11,6 +11,16 @@ import yaml
 from tests.conftest import EXAMPLE, run_cli
 
 WORKFLOW = Path(".github/workflows/ci-ml.yml")
+SOURCE = yaml.safe_load((EXAMPLE / "ci-ml.yaml").read_text())["ci"]["source"]
+CORE = f"ci-ml @ git+{SOURCE['url']}@{SOURCE['ref']}"
+
+
+def edit(project: Path, **ci: object) -> Path:
+    path = project / "ci-ml.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["ci"] = ci
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 @pytest.fixture
@@ -44,7 +54,7 @@ def test_gitlab_writes_the_pipeline_and_its_components(project: Path) -> None:
     pipeline = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
     assert pipeline["include"][0] == {
         "local": ".gitlab/ci-ml/setup.yml",
-        "inputs": {"image": "python:3.11-slim", "package": "ci-ml==0.1.0", "out": "build",
+        "inputs": {"image": "python:3.11", "package": CORE, "out": "build",
                    "cache-dir": ".ci-ml-cache",
                    "cache-key-files": ["ci-ml.yaml", "data/train.csv"]}}
     assert (project / ".gitlab/ci-ml/gate.yml").is_file()
@@ -71,7 +81,7 @@ def test_check_reports_stale_files_and_writes_nothing(project: Path) -> None:
     assert run_cli("generate", "github", "--config", cfg).code == 0
     fresh = run_cli("generate", "github", "--config", cfg, "--check")
     assert fresh.code == 0 and "up to date" in fresh.stdout
-    cfg.write_text(cfg.read_text().replace("epochs: 15", "epochs: 3") + "ci:\n  python: '3.12'\n")
+    edit(project, source=SOURCE, python="3.12")
     before = (project / WORKFLOW).read_text()
     stale = run_cli("generate", "github", "--config", cfg, "--check")
     assert stale.code == 1
@@ -140,6 +150,49 @@ def test_bad_ci_config_names_the_key(project: Path) -> None:
     result = run_cli("generate", "github", "--config", cfg)
     assert result.code == 2
     assert "ci.github.actions.sha" in single_error_line(result.stderr)
+
+
+def test_every_job_installs_the_pinned_source_with_only_its_extra(project: Path) -> None:
+    assert run_cli("generate", "github", "--config", project / "ci-ml.yaml").code == 0
+    assert run_cli("generate", "gitlab", "--config", project / "ci-ml.yaml").code == 0
+    workflow = yaml.safe_load((project / WORKFLOW).read_text())
+    def package(job: str) -> str:
+        (setup,) = [s for s in workflow["jobs"][job]["steps"] if s["name"] == "Set up ci-ml"]
+        return str(setup["with"]["package"])
+    pin = f" @ git+{SOURCE['url']}@{SOURCE['ref']}"
+    assert package("train") == package("prune") == "ci-ml[train]" + pin
+    assert package("scan-code") == "ci-ml[scan]" + pin
+    assert package("gate-staging") == package("data-check") == "ci-ml" + pin
+    assert package("promote-staging") == "ci-ml[deploy]" + pin
+    includes = yaml.safe_load((project / ".gitlab-ci.yml").read_text())["include"]
+    by_job = {i["inputs"].get("target") or i["inputs"].get("scanner") or i["local"]:
+              i["inputs"]["package"] for i in includes}
+    assert by_job[".gitlab/ci-ml/train.yml"] == "ci-ml[train]" + pin
+    assert by_job["staging"] in ("ci-ml" + pin, "ci-ml[deploy]" + pin)
+
+
+def test_a_published_package_gets_each_job_s_extra(project: Path) -> None:
+    cfg = edit(project, package="ci-ml==0.2.0")
+    assert run_cli("generate", "github", "--config", cfg).code == 0
+    text = (project / WORKFLOW).read_text()
+    assert 'package: "ci-ml[train]==0.2.0"' in text and 'package: "ci-ml==0.2.0"' in text
+    assert "git+" not in text
+
+
+@pytest.mark.parametrize(("ci", "message"), [
+    ({}, "ci.source: say where the pipeline installs ci-ml from"),
+    ({"package": "requests==2.0"}, "does not install ci-ml"),
+    ({"source": {"url": "https://github.com/acme/ci-ml", "ref": "main"}}, "ci.source.ref"),
+    ({"source": {"url": "https://x/$(id)", "ref": "0" * 40}}, "ci.source.url"),
+])
+def test_no_pinned_source_is_a_usage_error(project: Path, ci: dict[str, object],
+                                           message: str) -> None:
+    """This checkout's ci-ml is an editable install, not a git commit pip recorded."""
+    cfg = edit(project, **ci)
+    result = run_cli("generate", "gitlab", "--config", cfg)
+    assert result.code == 2
+    assert message in single_error_line(result.stderr)
+    assert not (project / ".gitlab-ci.yml").exists()
 
 
 def test_unknown_target(project: Path) -> None:

@@ -8,6 +8,7 @@ repository (--shell-isolation) and hands artifacts from job to job through
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +17,18 @@ import pytest
 from ci_ml.ci.reports import GATE_DOTENV, SARIF
 from tests.ci.clients import (
     GitLabRun,
-    ci_ml_wrapper,
+    Source,
     ci_project,
     fresh_counts,
     generate,
+    installs,
     run_gitlab_ci_local,
     signing_key,
     steps_counts,
     warm_counts,
 )
 from tests.conftest import run_cli
+from tests.registry.servers import Distribution
 
 # One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
@@ -44,23 +47,36 @@ def step_of(job: str) -> str:
 @dataclass(frozen=True)
 class Pipeline:
     repo: Path
+    source: Source
     run: GitLabRun
+    registry: str       # the OCI repository the pipeline promotes to (the distribution server)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+def pipeline(tmp_path_factory: pytest.TempPathFactory, source: Source,
+             distribution: Distribution) -> Pipeline:
     """A push to main, each job in its own build directory, nothing shared but artifacts."""
     work = tmp_path_factory.mktemp("gitlab")
-    repo = ci_project(work)
+    repo = ci_project(work, source)
     generate(repo, "gitlab")
     key = signing_key(work)  # a File variable in GitLab: the job gets its path
-    return Pipeline(repo, run_gitlab_ci_local(repo, ci_ml_wrapper(work / "bin"),
-                                              variables={"CI_ML_SIGNING_KEY": str(key)}))
+    registry = f"oci://{distribution.host}/gitlab/{uuid.uuid4().hex[:12]}"
+    return Pipeline(repo, source, run_gitlab_ci_local(
+        repo, source, variables={"CI_ML_SIGNING_KEY": str(key)}, registry=registry), registry)
 
 
 def test_every_job_passes(pipeline: Pipeline) -> None:
     assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
     assert pipeline.run.results == {job: "PASS" for job in JOBS}
+
+
+def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
+        pipeline: Pipeline) -> None:
+    """Nothing is preinstalled: the generated setup installs every job's ci-ml."""
+    for job, extras in (("ci-ml-data-check", ""), ("ci-ml-train", "[train]"),
+                        ("ci-ml-scan-deps", "[scan]"), ("ci-ml-scan-dast", "[scan,serve]"),
+                        ("ci-ml-gate-staging", "[serve]"), ("ci-ml-promote-staging", "")):
+        assert installs(pipeline.run.logs[job]) == [pipeline.source.requirement(extras)], job
 
 
 def test_artifacts_carry_finished_steps_to_the_jobs_that_need_them(pipeline: Pipeline) -> None:
@@ -99,7 +115,7 @@ def test_a_push_to_main_promotes_the_gated_model_to_staging(pipeline: Pipeline) 
     promotion = json.loads((out / "promotion.json").read_text())
     assert promotion["stage"] == "staging" and promotion["version"] == 1
     assert promotion["attestation"]["signed"] is True
-    assert (pipeline.repo.parent / "registry" / "index.json").is_file()
+    assert promotion["registry"] == pipeline.registry
 
 
 def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeline) -> None:
@@ -107,8 +123,9 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
     the step cache over, so only the production gate is computed; the production
     promotion is a manual job and waits for a person."""
     assert pipeline.run.returncode == 0, pipeline.run.raw[-4000:]
-    run = run_gitlab_ci_local(pipeline.repo, pipeline.repo.parent / "bin",
-                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""})
+    run = run_gitlab_ci_local(pipeline.repo, pipeline.source,
+                              variables={"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_BRANCH": ""},
+                              registry=pipeline.registry)
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in STEP_JOBS | {"ci-ml-gate-production"}}
     assert "ci-ml-promote-production" not in run.logs
@@ -119,17 +136,21 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
     dotenv = run.artifacts(pipeline.repo, "ci-ml-gate-production") / "ci-ml-out" / GATE_DOTENV
     assert dotenv.read_text().splitlines() == [
         "CI_ML_DECISION=pass", "CI_ML_STAGE=production", "CI_ML_GATE_EXIT_CODE=0"]
+    # The production gate read the staging promotion back from the OCI registry.
+    decision = json.loads((dotenv.parent / "decision.json").read_text())
+    assert {r["rule"]: r["outcome"] for r in decision["rules"]}["stage.staging"] == "pass"
 
 
-def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path) -> None:
-    repo = ci_project(tmp_path)
+def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
+    repo = ci_project(tmp_path, source)
     generate(repo, "gitlab")
     cache = tmp_path / "shared-cache"
     local = run_cli("run", "--config", repo / "ci-ml.yaml", "--out", tmp_path / "local-out",
                     env={"CI_ML_CACHE": str(cache)})
     assert local.code == 0, local.output
-    run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"),
-                              variables={"CI_ML_CACHE": str(cache)})
+    run = run_gitlab_ci_local(repo, source,
+                              variables={"CI_ML_CACHE": str(cache),
+                                         "CI_ML_SIGNING_KEY": str(signing_key(tmp_path))})
     assert run.returncode == 0, run.raw[-4000:]
     assert run.results == {job: "PASS" for job in JOBS}
     for job in JOBS - {"ci-ml-promote-staging"}:

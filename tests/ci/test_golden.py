@@ -30,6 +30,7 @@ def test_published_actions_and_components_are_current() -> None:
 
 def test_published_steps_cover_every_step() -> None:
     paths = {str(f.path) for f in published_files()}
-    for step in ("setup", "data-check", "train", "prune", "scan", "gate", "promote", "deploy"):
+    for step in ("setup", "data-check", "train", "prune", "scan", "gate", "promote", "deploy",
+                 "monitor"):
         assert f"actions/{step}/action.yml" in paths
         assert f"gitlab/{step}.yml" in paths

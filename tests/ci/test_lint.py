@@ -153,7 +153,7 @@ def full_project(tmp_path: Path) -> Path:
     cfg = yaml.safe_load((repo / "ci-ml.yaml").read_text())
     cfg["scan"]["image"] = {"enabled": True, "image": "digits:latest"}
     cfg["scan"]["dast"] = {"enabled": True}
-    cfg["ci"] = {"release_tags": "release-*", "default_branch": "trunk", "python": "3.12"}
+    cfg["ci"].update({"release_tags": "release-*", "default_branch": "trunk", "python": "3.12"})
     (repo / "ci-ml.yaml").write_text(yaml.safe_dump(cfg))
     return repo
 
@@ -195,7 +195,7 @@ def test_every_optional_gitlab_job_validates(full_project: Path, tmp_path: Path)
     assert preview["ci-ml-scan-image"]["variables"]["CI_ML_ZAP_URL"] == ""
     assert preview["ci-ml-gate-production"]["rules"] == [
         {"if": r"$CI_COMMIT_TAG =~ /^release\-.*$/"}]
-    assert preview["ci-ml-data-check"]["image"]["name"] == "python:3.12-slim"
+    assert preview["ci-ml-data-check"]["image"]["name"] == "python:3.12"
 
 
 def test_published_github_actions_variant_validates(full_project: Path) -> None:

@@ -43,13 +43,18 @@ def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
     assert plan.job("gate-staging").trigger is Trigger.NOT_RELEASE
     assert plan.job("promote-staging").trigger is Trigger.DEFAULT_BRANCH
     assert plan.job("promote-production").trigger is Trigger.RELEASE
-    assert plan.package == "ci-ml==0.1.0"
+    source = yaml.safe_load((EXAMPLE / "ci-ml.yaml").read_text())["ci"]["source"]
+    assert plan.package == f"ci-ml @ git+{source['url']}@{source['ref']}"
+    assert plan.job("train").extras == ("train",) and plan.job("scan-code").extras == ("scan",)
+    # The gate takes every step from the cache but the live DAST scan, which serves the model.
+    assert plan.job("gate-staging").extras == ("serve",)
+    assert plan.job("scan-dast").extras == ("scan", "serve")
 
 
 def test_disabled_scanners_and_steps_have_no_job(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, scan__deps={"enabled": False}, scan__model={"enabled": False},
                     scan__dast={"enabled": False}, prune={"enabled": False},
-                    ci={"promote": False})
+                    ci__promote=False)
     assert plan.job_ids == ("data-check", "train", "scan-code", "gate-staging",
                             "gate-production")
 
@@ -63,7 +68,7 @@ def test_image_and_dast_scans_need_the_model(tmp_path: Path) -> None:
 
 
 def test_dast_without_zap_uses_the_built_in_engine(tmp_path: Path) -> None:
-    plan = plan_for(tmp_path, ci={"zap": False}, serve={"port": 0},
+    plan = plan_for(tmp_path, ci__zap=False, serve={"port": 0},
                     scan__dast={"enabled": True})
     assert plan.job("scan-dast").dast and not plan.job("scan-dast").zap
     assert plan.serve_port == 8080

@@ -53,15 +53,6 @@ def missing_target(p: Path) -> list[str]:
     return []
 
 
-def non_numeric(p: Path) -> list[str]:
-    lines = (p / "data" / "train.csv").read_text().splitlines()
-    cells = lines[5].split(",")
-    cells[3] = "seven"
-    lines[5] = ",".join(cells)
-    (p / "data" / "train.csv").write_text("\n".join(lines) + "\n")
-    return []
-
-
 def negative_epochs(p: Path) -> list[str]:
     _set(p / "ci-ml.yaml", "  epochs: 15", "  epochs: -3")
     return []
@@ -126,7 +117,6 @@ CASES: list[tuple[Mutator, str]] = [
     (missing_data, "data file not found"),
     (empty_csv, "is empty"),
     (missing_target, "no target column 'digit'"),
-    (non_numeric, "feature column 'px3' is not numeric: 'seven'"),
     (negative_epochs, "train.epochs: must be >= 1, got -3"),
     (unwritable_out, "not writable"),
     (config_is_directory, "is a directory"),
@@ -160,6 +150,21 @@ def test_bad_input_exits_2_with_one_clear_line(example_project: Path, mutate: Mu
     # Nothing half-written: no out dir, no cache entries.
     assert not (example_project / "out").exists()
     assert not (example_project / ".ci-ml-cache").exists()
+
+
+def test_a_word_in_a_number_column_is_an_invalid_value_the_gate_weighs(
+        example_project: Path) -> None:
+    """Not a stop: the data check fails naming the column, training imputes the value, and the
+    gate (data_check: required) blocks."""
+    lines = (example_project / "data" / "train.csv").read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[3] = "seven"
+    lines[5] = ",".join(cells)
+    (example_project / "data" / "train.csv").write_text("\n".join(lines) + "\n")
+    result = run_cli("data", "check", "--out", "out", cwd=example_project)
+    assert result.code == 1, result.output
+    report = (example_project / "out" / "data-report.json").read_text()
+    assert '"train:px3": 0.000696' in report and "'seven'" in report
 
 
 def test_bad_config_error_names_the_file(example_project: Path) -> None:

@@ -68,9 +68,11 @@ def test_renders_stable_and_canary_that_pass_both_validators(project: Path,
     assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
                      "NetworkPolicy", "Ingress"}
     stable, canary = rendered["deployment.yaml"], rendered["deployment-canary.yaml"]
-    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "digits-server:v1"
-    assert canary["spec"]["template"]["spec"]["containers"][0]["image"] == "digits-server:v2"
-    idx = json.loads((project / ".ci-ml" / "registry" / "index.json").read_text())
+    idx = json.loads(cli(project, "registry", "list", "--json").stdout)
+    # Each track names the image `deploy build` makes of its model: the tag is the model's.
+    for doc, version in ((stable, 0), (canary, 1)):
+        tag = idx["versions"][version]["digest"].removeprefix("sha256:")[:12]
+        assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == f"ci-ml/digits:{tag}"
     assert canary["metadata"]["annotations"]["ci-ml/model-digest"] == idx["versions"][1]["digest"]
     ingress = rendered["ingress-canary.yaml"]["metadata"]["annotations"]
     assert ingress["nginx.ingress.kubernetes.io/canary"] == "true"
@@ -89,7 +91,7 @@ def test_renders_stable_and_canary_that_pass_both_validators(project: Path,
         assert scrape["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
     report = json.loads((k8s / "validation.json").read_text())
     assert report["canary"]["version"] == 2 and report["validated"] is True
-    assert "canary v2 at 10% (ingress-nginx)" in result.stdout
+    assert "canary v2 (ci-ml/digits:" in result.stdout and "at 10% (ingress-nginx)" in result.stdout
     independent_checks(k8s)
 
 
@@ -106,7 +108,7 @@ def test_canary_weight_and_replicas_mode(project: Path, tmp_path: Path) -> None:
     assert "ci-ml/track" not in rendered["service.yaml"]["spec"]["selector"]
     assert rendered["deployment-canary.yaml"]["spec"]["replicas"] == 1
     assert rendered["deployment.yaml"]["metadata"]["namespace"] == "models"
-    assert "canary v2 at 25% (replicas)" in result.stdout
+    assert "at 25% (replicas)" in result.stdout
     independent_checks(k8s)
 
 
@@ -120,12 +122,26 @@ def test_no_canary_when_staging_equals_production(project: Path) -> None:
     assert not (project / "out" / "k8s" / "deployment-canary.yaml").exists()
 
 
-def test_nothing_in_production_is_a_usage_error(project: Path) -> None:
+def test_nothing_promoted_is_a_usage_error(project: Path) -> None:
     result = cli(project, "deploy", "render")
     assert result.code == 2
-    assert result.stderr.startswith("error: no model in production to deploy")
+    assert result.stderr.startswith("error: no model to deploy")
     assert not (project / "out" / "k8s").exists()
     assert not list((project / "out").glob(".k8s.*"))
+
+
+def test_first_deployment_deploys_staging_without_a_canary(project: Path) -> None:
+    """Nothing in production yet: staging's model is the stable track, and no canary."""
+    assert cli(project, "promote", "--stage", "staging").code == 0
+    result = cli(project, "deploy", "render")
+    assert result.code == 0, result.output
+    assert "first deployment: nothing in production yet" in result.stderr
+    k8s = project / "out" / "k8s"
+    rendered = docs(k8s)
+    assert "deployment-canary.yaml" not in rendered and "ingress-canary.yaml" not in rendered
+    report = json.loads((k8s / "validation.json").read_text())
+    assert report["stable"]["version"] == 1 and report["canary"] is None
+    assert oct(k8s.stat().st_mode & 0o777) != oct(0o700)   # readable by others, as written files
 
 
 def test_bad_kubernetes_config_names_the_key(project: Path) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import datetime
 import re
+from pathlib import Path
 
 from ci_ml.gate.evaluate import evaluate
 from ci_ml.gate.interface import Evidence, StageModel, StagePolicy
@@ -15,12 +15,16 @@ from ci_ml.scan.interface import Finding, Location, ScanResult, ScanStatus, Seve
 from ci_ml.scan.waivers import Scope, Waiver
 
 TODAY = datetime.date(2025, 6, 1)
-PRUNE = {"base": {"latency_ms": {"b1": 0.40, "b256": 12.0}, "onnx_bytes": 400_000},
-         "pruned": {"latency_ms": {"b1": 0.20, "b256": 5.0}, "onnx_bytes": 120_000},
-         "accuracy_drop": 0.3,
-         "trials": [{"onnx_bytes": 400_000, "accuracy": 99.0},
-                    {"onnx_bytes": 120_000, "accuracy": 98.7, "chosen": True},
-                    {"onnx_bytes": 60_000, "accuracy": 91.0}]}
+# prune-report.json as the prune step writes it (shortened).
+PRUNE = {"pruned": True, "met_budget": True, "reason": "ratio 0.750: 2.00x faster",
+         "candidate": {"model": "pruned", "why": "ratio 0.750 (widths [16, 32, 32]): 2.00x "
+                       "faster at batch 1, 2.40x faster at batch 256", "files": []},
+         "comparison": {
+             "base": {"params": 100_000, "macs": 2_400_000, "onnx_bytes": 400_000,
+                      "latency_us": {"1": 400.0, "256": 12_000.0}, "accuracy": 99.0},
+             "candidate": {"params": 12_000, "macs": 300_000, "onnx_bytes": 120_000,
+                           "latency_us": {"1": 200.0, "256": 5_000.0}, "accuracy": 98.7},
+             "ratios": {"speedup": {"1": 2.0, "256": 2.4}, "cpu_speedup": {"1": 1.9, "256": 2.3}}}}
 
 
 def scenario() -> tuple[Evidence, StagePolicy]:
@@ -54,20 +58,33 @@ def test_summary_puts_the_verdict_and_blockers_first() -> None:
     assert "| code | ok | 0 | 0 | 0 | 1 | 0 | 1 |" in text
     assert "| deps | **did not run**: network down |" in text
     assert "expires **2025-06-04** (in 3 days)" in text
-    assert "| latency, batch 1 (ms) | 0.4 | 0.2 | 2.00x |" in text
     assert "<details>" in text  # all rules folded below
 
 
-def test_report_html_is_self_contained_with_three_plots() -> None:
+def test_summary_tells_the_run_and_the_pruning_per_batch_size() -> None:
+    ev, pol = scenario()
+    text = render_summary(evaluate(ev, pol), ev, pol)
+    assert "- Candidate: the pruned model (ratio 0.750 (widths [16, 32, 32]): 2.00x" in text
+    assert "| latency at batch 1 (µs) | 400 | 200 | 2.00x |" in text
+    assert "| latency at batch 256 (µs) | 12,000 | 5,000 | 2.40x |" in text
+    assert "| test accuracy (%) | 99.00 | 98.70 | -0.30 points |" in text
+
+
+def test_report_html_is_self_contained_and_words_it_as_the_summary(tmp_path: Path) -> None:
     ev, pol = scenario()
     decision = evaluate(ev, pol)
     history = [MetricPoint("v1", {"accuracy": 0.93}), MetricPoint("v2", {"accuracy": 0.97},
                                                                   ("production",)),
                MetricPoint("candidate", ev.metrics)]
-    html = render_html(decision, ev, pol, history)
-    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 3
-    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    html = render_html(decision, ev, pol, history, tmp_path)
+    summary = render_summary(decision, ev, pol)
+    for section in ("verdict", "data", "training", "pruning", "metrics", "findings", "rules"):
+        assert f'<section id="{section}">' in html or f'<header id="{section}">' in html
+    # The same sentence in both; the short digest with the full one on hover.
+    sentence = "Candidate: the pruned model (ratio 0.750 (widths [16, 32, 32])"
+    assert sentence in summary and sentence in html
+    assert f'<code title="sha256:{"a" * 64}">{"a" * 12}</code>' in html
+    assert "2.40x" in html and "12,000" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "<script" not in html
 

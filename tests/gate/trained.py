@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ci_ml.attest.keys import generate_keypair
 from tests.conftest import EXAMPLE, FIXTURES, run_cli
 
 
@@ -29,6 +30,8 @@ def edit_config(project: Path, change: Callable[[dict[str, Any]], None]) -> None
 
 
 def _fast(doc: dict[str, Any]) -> None:
+    # Promotions are signed by default: the project's key pair, as `ci-ml init` makes it.
+    doc["registry"] = {"signing_key": "keys/signing.pem", "verify_key": "keys/signing.pem.pub"}
     doc["train"]["epochs"] = 2
     doc["model"]["params"]["channels"] = [8, 16, 16]
     doc["prune"].update({"ratio": 0.5, "steps": 1, "finetune_epochs": 1, "latency_rounds": 3})
@@ -47,6 +50,7 @@ def train_project(dest: Path) -> Path:
     """Copy the example to ``dest``, shrink training, run the whole pipeline into ``out``."""
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".ci-ml-cache", "__pycache__"))
     link_advisories(dest)
+    generate_keypair(dest / "keys" / "signing.pem")
     edit_config(dest, _fast)
     result = run_cli("run", "--config", dest / "ci-ml.yaml", "--out", dest / "out", "-q")
     assert result.code == 0, result.output
@@ -77,9 +81,9 @@ def variant(out_dir: Path, dest: Path, tag: str) -> Path:
     import onnx
 
     shutil.copytree(out_dir, dest)
-    model = onnx.load(str(dest / "pruned" / "model.onnx"))
+    model = onnx.load(str(dest / "candidate" / "model.onnx"))
     model.doc_string = f"variant {tag}"
-    onnx.save(model, str(dest / "pruned" / "model.onnx"))
+    onnx.save(model, str(dest / "candidate" / "model.onnx"))
     return dest
 
 

@@ -11,10 +11,10 @@ import torch
 
 from ci_ml.errors import InputError
 from ci_ml.fsutil import sha256_file
+from ci_ml.model.card import numeric_card
 from ci_ml.model.persist import (
     SPEC,
     WEIGHTS,
-    ModelCard,
     load_model,
     looks_like_pickle,
     save_model,
@@ -28,8 +28,8 @@ SPEC_MLP = ModelSpec("mlp", (4,), 3, {"hidden": [8]})
 def saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
     model = build_model(SPEC_MLP)
-    card = ModelCard(SPEC_MLP, ("a", "b", "c"), 2.0, ("f1", "f2", "f3", "f4"),
-                     (0.0, 0.1, 0.2, 0.3), (1.0, 1.0, 2.0, 2.0))
+    card = numeric_card(SPEC_MLP.to_json(), ("a", "b", "c"), ("f1", "f2", "f3", "f4"), 2.0,
+                        (0.0, 0.1, 0.2, 0.3), (1.0, 1.0, 2.0, 2.0))
     directory = tmp_path / "model"
     save_model(model, card, directory)
     return directory, model

@@ -266,3 +266,29 @@ def test_speedup_search_keeps_the_most_aggressive_setting_within_budget(
     chosen = [t for t in result.trials if t.chosen]
     assert len(chosen) == 1 and chosen[0].ratio == 0.5 == max(t.ratio for t in result.trials)
     assert result.comparison is not None and result.comparison.speedup(1) >= 1.3
+
+
+# --------------------------------------------------------------------------- ship the better model
+
+
+def test_no_real_speedup_ships_the_unpruned_model_and_says_why(data: tuple[Data, Data],
+                                                               tmp_path: Path) -> None:
+    """A tiny MLP at batch 1 is all runtime overhead: removing half its units buys nothing,
+    so the candidate is the unpruned model (accuracy within budget or not)."""
+    (xtr, ytr), (xte, yte) = data
+    spec = ModelSpec("mlp", (64,), 10, {"hidden": [32]})
+    torch.manual_seed(0)
+    model = build_model(spec)
+    fit(model, xtr.reshape(len(xtr), -1), ytr, epochs=2, lr=1e-3, batch_size=64, seed=0)
+    settings = _fast(ratio=0.5, round_to=1, latency_batches=(1,), speedup_batch=1,
+                     max_accuracy_drop=100.0, quantize="off")
+    result = prune_model(model, spec, (xtr.reshape(len(xtr), -1), ytr),
+                         (xte.reshape(len(xte), -1), yte), settings, work_dir=tmp_path)
+    assert result.comparison is not None and result.comparison.candidate.params < count_params(model)
+    assert not result.pruned and result.met_budget
+    assert result.reason.startswith("no real speedup at the batch sizes served")
+    assert "the unpruned model ships" in result.reason
+    assert count_params(result.model) == count_params(model)
+    assert result.onnx_path is not None and result.onnx_path.name == "base.onnx"
+    doc = result.to_json()
+    assert doc["pruned"] is False and doc["reason"] == result.reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,11 +14,12 @@ from ci_ml.data.loader import DataBundle, load_data
 from ci_ml.errors import ConfigError, InputError
 from ci_ml.fsutil import sha256_file
 from ci_ml.model.layout import model_spec
-from ci_ml.model.persist import WEIGHTS, ModelCard, save_model
+from ci_ml.model.outputs import zoo_card
+from ci_ml.model.persist import WEIGHTS, save_model
 from ci_ml.model.train import (
     TrainSettings,
     check_fits,
-    epoch_order,
+    epoch_batches,
     epoch_sums,
     make_deterministic,
     make_optimizer,
@@ -38,8 +38,7 @@ def _setup(project: Path) -> tuple[DataBundle, ModelSpec, TrainSettings]:
 
 def _weights_sha(result_model: torch.nn.Module, spec: ModelSpec, bundle: DataBundle,
                  where: Path) -> str:
-    card = ModelCard(spec, bundle.classes, bundle.scale, bundle.train.features)
-    save_model(result_model, card, where)
+    save_model(result_model, zoo_card(bundle, spec), where)
     return sha256_file(where / WEIGHTS)
 
 
@@ -58,16 +57,20 @@ def test_same_inputs_give_the_same_weights_sha256(fast_example: Path, tmp_path: 
     assert torch.get_num_threads() == settings.threads
 
 
-@pytest.mark.parametrize(("n", "world"), [(10, 1), (10, 2), (11, 2), (7, 3), (2, 4)])
-def test_epoch_order_shards_evenly_and_covers_every_sample(n: int, world: int) -> None:
-    shards = [epoch_order(n, torch.Generator().manual_seed(5), rank, world)
+@pytest.mark.parametrize(("n", "batch", "world"), [(10, 4, 1), (10, 4, 2), (11, 4, 2),
+                                                   (7, 3, 3), (2, 8, 4), (9, 4, 4)])
+def test_epoch_batches_split_the_single_process_batches(n: int, batch: int, world: int) -> None:
+    """N ranks take the one-process run's steps: same batches, shared out, none repeated."""
+    single = epoch_batches(n, batch, torch.Generator().manual_seed(5))
+    shards = [epoch_batches(n, batch, torch.Generator().manual_seed(5), rank, world)
               for rank in range(world)]
-    assert len({len(s) for s in shards}) == 1  # DDP needs equal batch counts on every rank
-    assert len(shards[0]) == math.ceil(n / world)
-    seen = torch.cat(shards)
-    assert set(seen.tolist()) == set(range(n))
-    # Only the wrap-around padding repeats samples.
-    assert len(seen) - len(set(seen.tolist())) == math.ceil(n / world) * world - n
+    assert len({len(s) for s in shards}) == 1 == len({len(single), len(shards[0])})
+    for step, (whole, size) in enumerate(single):
+        assert size == len(whole)
+        parts = [shard[step][0] for shard in shards]
+        assert all(shard[step][1] == size for shard in shards)
+        assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist())
+    assert sorted(torch.cat([i for i, _ in single]).tolist()) == list(range(n))
 
 
 def test_train_epoch_returns_the_mean_sample_loss(fast_example: Path) -> None:

@@ -1,104 +1,120 @@
-"""The local directory backend on small real files: stacks, passed digests, the lock."""
+"""The local directory backend: the conformance suite, plus what only a directory has."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ci_ml.errors import ToolError
-from ci_ml.fsutil import sha256_file
-from ci_ml.registry.interface import HistoryEntry, ModelIdentity, Promotion, RegistryError
-from ci_ml.registry.local import LocalRegistry
+from ci_ml.registry.interface import RegistryError
+from ci_ml.registry.local import LocalBackend
+from tests.registry.conformance import Conformance, Harness, Tamper, model_dir, new_key, promotion
 
 
-def model_dir(root: Path, tag: str) -> Path:
-    for rel in ("pruned/model.onnx", "model/model.safetensors", "pruned/model.json"):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(f"{rel} {tag}")
-    return root
+class LocalTamper(Tamper):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, seq: int) -> Path:
+        return self.root / "events" / f"{seq:06d}.dsse.json"
+
+    def events(self) -> list[bytes]:
+        folder = self.root / "events"
+        return [p.read_bytes() for p in sorted(folder.glob("*.dsse.json"))] \
+            if folder.is_dir() else []
+
+    def replace(self, seq: int, envelope: bytes) -> None:
+        path = self._path(seq)
+        path.unlink()
+        path.write_bytes(envelope)
+
+    def remove(self, seq: int) -> None:
+        self._path(seq).unlink()
+
+    def append(self, envelope: bytes) -> None:
+        self._path(len(self.events()) + 1).write_bytes(envelope)
+
+    def rewrite_all(self, envelopes: list[bytes]) -> None:
+        for path in (self.root / "events").glob("*.dsse.json"):
+            path.unlink()
+        for seq, data in enumerate(envelopes, start=1):
+            self._path(seq).write_bytes(data)
+
+    def corrupt_blob(self, sha256: str, version: int, name: str) -> None:
+        blob = self.root / "blobs" / "sha256" / sha256
+        blob.chmod(0o644)
+        blob.write_bytes(blob.read_bytes() + b"\0")
 
 
-def promotion(out: Path, stage: str, forced: bool = False) -> Promotion:
-    identity = ModelIdentity.from_out_dir(out)
-    return Promotion(stage, identity, ModelIdentity.source_paths(out), {"accuracy": 0.9}, {},
-                     {}, {}, forced, "r" if forced else None, "tester")
+class TestLocalConformance(Conformance):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> Iterator[Harness]:
+        root = tmp_path / "registry"
+        yield Harness(lambda: LocalBackend(root, lock_timeout_s=60), LocalTamper(root),
+                      new_key())
 
 
-def no_attestation(entry: HistoryEntry, version: object) -> tuple[bytes, str | None]:
-    return b"{}", None
+def test_identity_is_the_onnx_and_its_card_not_the_weights(tmp_path: Path) -> None:
+    from ci_ml.registry.interface import ModelIdentity
 
-
-def test_identity_ignores_the_card_but_stores_it(tmp_path: Path) -> None:
     a = model_dir(tmp_path / "a", "1")
     ident = ModelIdentity.from_out_dir(a)
-    (a / "pruned" / "model.json").write_text("another card")
-    assert ModelIdentity.from_out_dir(a).digest == ident.digest
-    (a / "pruned" / "model.onnx.data").write_text("external weights")
+    (a / "candidate" / "model.json").write_text("another card")
     assert ModelIdentity.from_out_dir(a).digest != ident.digest
-    assert set(ident.files) == {"model.onnx", "model.safetensors", "model.json"}
-
-
-def test_stage_stack_and_passed(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg")
-    outs = [model_dir(tmp_path / f"m{i}", str(i)) for i in range(3)]
-    reg.promote(promotion(outs[0], "staging"), no_attestation)
-    reg.promote(promotion(outs[1], "staging", forced=True), no_attestation)
-    reg.promote(promotion(outs[2], "staging"), no_attestation)
-    state = reg.state()
-    digests = [ModelIdentity.from_out_dir(o).digest for o in outs]
-    current = state.current("staging")
-    assert current is not None and current.version == 3
-    # Forced promotions never count as having passed the stage.
-    assert state.passed("staging") == {digests[0], digests[2]}
-    reg.rollback("staging", "tester", "bad")
-    state = reg.state()
-    assert state.current("staging").version == 2  # type: ignore[union-attr]
-    assert state.passed("staging") == {digests[0]}  # a rolled-back model no longer counts
-
-
-def test_blobs_are_content_addressed_and_repaired(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg")
-    out = model_dir(tmp_path / "m", "1")
-    reg.promote(promotion(out, "staging"), no_attestation)
-    onnx_sha = sha256_file(out / "pruned" / "model.onnx")
-    blob = reg.blob_path(onnx_sha)
-    assert blob.read_text() == "pruned/model.onnx 1"
-    os.chmod(blob, 0o644)
-    blob.write_text("tampered")
-    reg.promote(promotion(out, "production"), no_attestation)  # same model again
-    assert sha256_file(blob) == onnx_sha
+    (a / "candidate" / "model.json").write_text("candidate/model.json 1")
+    (a / "model" / "model.safetensors").unlink()     # the team's own training: ONNX + card
+    only_onnx = ModelIdentity.from_out_dir(a)
+    assert only_onnx.digest == ident.digest
+    assert set(only_onnx.files) == {"model.onnx", "model.json"}
+    (a / "candidate" / "model.onnx.data").write_text("external weights")
+    assert ModelIdentity.from_out_dir(a).digest != ident.digest
 
 
 def test_a_held_lock_times_out_as_a_tool_error(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg", lock_timeout_s=0.2)
+    root = tmp_path / "reg"
+    harness = Harness(lambda: LocalBackend(root, lock_timeout_s=0.2), LocalTamper(root),
+                      new_key())
     out = model_dir(tmp_path / "m", "1")
-    (tmp_path / "reg").mkdir()
-    fd = os.open(tmp_path / "reg" / ".lock", os.O_RDWR | os.O_CREAT)
+    root.mkdir()
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(ToolError, match="locked by another process"):
-            reg.promote(promotion(out, "staging"), no_attestation)
+            harness.registry().promote(promotion(out, "staging"))
     finally:
         os.close(fd)
-    assert not (tmp_path / "reg" / "index.json").exists()
-    reg.promote(promotion(out, "staging"), no_attestation)  # released: works
+    assert not (root / "events").exists()
+    harness.registry().promote(promotion(out, "staging"))  # released: works
 
 
-def test_index_naming_unknown_versions_is_corrupt(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg")
-    out = model_dir(tmp_path / "m", "1")
-    reg.promote(promotion(out, "staging"), no_attestation)
-    text = reg.index_path.read_text().replace('"version": 1,', '"version": 7,', 1)
-    reg.index_path.write_text(text)
-    with pytest.raises(RegistryError, match="corrupt"):
-        reg.state()
+def test_an_event_is_never_overwritten(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    harness = Harness(lambda: LocalBackend(root), LocalTamper(root), new_key())
+    harness.registry().promote(promotion(model_dir(tmp_path / "m", "1"), "staging"))
+    first = (root / "events" / "000001.dsse.json").read_bytes()
+    # A second writer that ignored the lock and computed the same sequence number.
+    backend = LocalBackend(root)
+    from ci_ml.registry.interface import NewEvent
+
+    state = harness.registry().state()
+    with pytest.raises(RegistryError, match="event #1 exists already"):
+        backend.write_event(NewEvent(b"{}", state.history[0], state.versions[1], False), None)
+    assert (root / "events" / "000001.dsse.json").read_bytes() == first
 
 
-def test_unknown_version_lists_known_ones(tmp_path: Path) -> None:
-    reg = LocalRegistry(tmp_path / "reg")
-    reg.promote(promotion(model_dir(tmp_path / "m", "1"), "staging"), no_attestation)
-    with pytest.raises(RegistryError, match=r"no version v9 in the registry \(versions: v1\)"):
-        reg.state().version(9)
+def test_a_registry_of_the_old_format_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    root.mkdir()
+    (root / "index.json").write_text('{"format": 1, "versions": [], "history": []}')
+    with pytest.raises(RegistryError, match="older ci-ml .* cannot be verified"):
+        LocalBackend(root).read_events()
+
+
+def test_a_registry_path_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "reg").write_text("not a directory")
+    with pytest.raises(RegistryError, match="exists and is not a directory"):
+        LocalBackend(tmp_path / "reg").read_events()

@@ -14,10 +14,16 @@ from tests.conftest import REPO, run_cli
 from tests.gate.trained import cli, edit_config, variant
 
 
-def index(project: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(
-        (project / ".ci-ml" / "registry" / "index.json").read_text())
+def index(project: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The registry's state as `ci-ml registry list --json` derives it from the events."""
+    result = cli(project, "registry", "list", "--json", env=env)
+    assert result.code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+def events(project: Path) -> list[Path]:
+    return sorted((project / ".ci-ml" / "registry" / "events").glob("*.dsse.json"))
 
 
 def promote_out(project: Path, out: Path, *args: str) -> Any:
@@ -30,7 +36,7 @@ def test_promote_needs_a_gate_decision(project: Path) -> None:
     result = cli(project, "promote", "--stage", "staging")
     assert result.code == 1
     assert result.stderr.startswith("error: promotion to staging refused: no gate decision")
-    assert not (project / ".ci-ml" / "registry" / "index.json").exists()
+    assert not (project / ".ci-ml" / "registry").exists()
 
 
 def test_promote_refuses_a_blocked_decision(project: Path) -> None:
@@ -102,8 +108,10 @@ def test_forced_promotion_is_recorded_with_its_reason(project: Path) -> None:
     (entry,) = index(project)["history"]
     assert entry["forced"] is True and entry["reason"] == "hotfix INC-42"
     assert entry["gate"]["problems"][0].startswith("no gate decision")
+    # Production also needs staging, which the registry's verified history says it lacks.
+    assert "does not hold staging through a gated promotion" in entry["gate"]["problems"][1]
     history = cli(project, "registry", "history")
-    assert "[FORCED, unsigned]: hotfix INC-42" in history.stdout
+    assert "[FORCED, signed]: hotfix INC-42" in history.stdout
 
 
 def test_rollback_walks_back_through_the_stage(project: Path, tmp_path: Path) -> None:
@@ -114,9 +122,10 @@ def test_rollback_walks_back_through_the_stage(project: Path, tmp_path: Path) ->
         assert promote_out(project, out, "--stage", "staging", "--force", "--reason",
                            "trial").code == 0
     first = cli(project, "rollback", "--stage", "staging", "--reason", "bad canary")
-    assert first.code == 0 and first.stdout.strip() == "rolled back staging: v3 -> v2"
-    assert cli(project, "rollback", "--stage", "staging").stdout.strip() == \
-        "rolled back staging: v2 -> v1"
+    assert first.code == 0, first.output
+    assert first.stdout.startswith("rolled back staging: v3 -> v2; event #4 (signed); head ")
+    assert cli(project, "rollback", "--stage", "staging").stdout.startswith(
+        "rolled back staging: v2 -> v1; event #5")
     last = cli(project, "rollback", "--stage", "staging")
     assert last.code == 2
     assert last.stderr.startswith("error: nothing to roll back to")
@@ -165,26 +174,80 @@ def test_twenty_concurrent_promotions(project: Path, tmp_path: Path) -> None:
         assert after["previous"] == before["version"]
     registry = project / ".ci-ml" / "registry"
     assert not [p for p in registry.rglob("*.tmp")]
-    assert len(list((registry / "attestations").iterdir())) == 20
+    assert len(events(project)) == 20
     verified = cli(project, "verify", "--stage", "staging")
     assert verified.code == 0, verified.output
+    assert "history of" in verified.stdout and "20 event(s)" in verified.stdout
 
 
-def test_corrupt_index_is_reported(project: Path) -> None:
+def test_a_corrupt_event_fails_verification_and_blocks(project: Path) -> None:
     assert cli(project, "promote", "--stage", "staging").code == 0
-    (project / ".ci-ml" / "registry" / "index.json").write_text("{not json")
+    (event,) = events(project)
+    event.chmod(0o644)
+    event.write_text("{not json")
     listing = cli(project, "registry", "list")
-    assert listing.code == 2
-    assert "registry index is corrupt" in listing.stderr
+    assert listing.code == 1
+    assert "event #1" in listing.stderr and "not a ci-ml registry event" in listing.stderr
     assert len(listing.stderr.strip().splitlines()) == 1
     verified = cli(project, "verify")
     assert verified.code == 1 and "verification failed" in verified.stderr
-    assert cli(project, "gate", "--stage", "staging").code == 2
+    gate = cli(project, "gate", "--stage", "staging")
+    assert gate.code == 1
+    blocking = json.loads((project / "out" / "decision.json").read_text())["blocking"]
+    assert "registry.history" in blocking
 
 
 def test_registry_env_overrides_the_config(project: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "shared-registry"
     result = cli(project, "promote", "--stage", "staging", env={"CI_ML_REGISTRY": str(elsewhere)})
     assert result.code == 0, result.output
-    assert (elsewhere / "index.json").is_file()
+    assert (elsewhere / "events" / "000001.dsse.json").is_file()
     assert not (project / ".ci-ml").exists()
+
+
+def test_promoting_unsigned_needs_an_explicit_opt_out(project: Path) -> None:
+    edit_config(project, lambda d: d.__setitem__("registry", {}))
+    refused = cli(project, "promote", "--stage", "staging")
+    assert refused.code == 2
+    assert refused.stderr.startswith("error: no signing key: promotions must be signed "
+                                     "(registry.signing: required)")
+    assert not (project / ".ci-ml" / "registry").exists()
+    edit_config(project, lambda d: d.__setitem__("registry", {"signing": "off"}))
+    assert cli(project, "gate", "--stage", "staging").code == 0
+    promoted = cli(project, "promote", "--stage", "staging")
+    assert promoted.code == 0, promoted.output
+    assert "UNSIGNED: registry.signing is off" in promoted.stdout
+    assert "warning: the promotion is UNSIGNED" in promoted.stderr
+    assert json.loads((project / "out" / "promotion.json").read_text())["signing"] == "off"
+    assert "[UNSIGNED]" in cli(project, "registry", "history").stdout
+    # The gate's report and summary say so.
+    assert cli(project, "gate", "--stage", "production").code == 0
+    summary = (project / "out" / "summary.md").read_text()
+    assert "**Registry signing is OFF**" in summary
+    rules = {r["rule"]: r for r in
+             json.loads((project / "out" / "decision.json").read_text())["rules"]}
+    assert "promotions are UNSIGNED (1 unsigned event(s))" in rules["registry.history"]["message"]
+    # Where the CI system hands over a key, the opt-out does not hold: the unsigned
+    # history fails and blocks.
+    pub = project / "keys" / "signing.pem.pub"
+    gate = cli(project, "gate", "--stage", "production", env={"CI_ML_VERIFY_KEY": str(pub)})
+    assert gate.code == 1
+    assert "UNSIGNED, and signatures are required (the CI environment gives a key" in \
+        rules_of(project)["registry.history"]["message"]
+
+
+def rules_of(project: Path) -> dict[str, Any]:
+    return {r["rule"]: r for r in
+            json.loads((project / "out" / "decision.json").read_text())["rules"]}
+
+
+def test_a_model_without_safetensors_weights_is_promoted(project: Path, tmp_path: Path) -> None:
+    """A team's own training leaves only the ONNX model and its card."""
+    own = variant(project / "out", tmp_path / "own", "own")
+    (own / "model" / "model.safetensors").unlink()
+    result = promote_out(project, own, "--stage", "staging", "--force", "--reason", "own")
+    assert result.code == 0, result.output
+    (version,) = index(project)["versions"]
+    assert set(version["files"]) == {"model.onnx", "model.json"} | (
+        {"model.onnx.data"} if (own / "candidate" / "model.onnx.data").exists() else set())
+    assert cli(project, "verify").code == 0

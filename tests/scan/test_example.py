@@ -19,7 +19,7 @@ def test_example_pipeline_passes_with_deps_and_model_required(fast_example: Path
     assert "decision: PASS for staging" in result.stdout
     assert scan_result(out, "deps")["findings"] == []
     assert scan_result(out, "model")["findings"] == []
-    assert sorted(scan_result(out, "model")["targets"]) == ["model", "pruned"]
+    assert sorted(scan_result(out, "model")["targets"]) == ["candidate", "model"]
     assert all(f["severity"] in ("low", "info") for f in scan_result(out, "code")["findings"])
     decision = json.loads((out / "decision.json").read_text())
     rules = {r["rule"]: r["outcome"] for r in decision["rules"]}

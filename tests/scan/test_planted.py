@@ -97,7 +97,7 @@ def test_whole_pipeline_finds_the_pickle_and_the_gate_blocks(planted: Path,
     assert [(f["id"], f["severity"], f["location"]["path"]) for f in model["findings"]] == [
         ("CIML-M001", "low", "models/malicious.pkl"),
         ("CIML-M002", "critical", "models/malicious.pkl")]
-    assert "model" in model["targets"] and "pruned" in model["targets"]  # trained artifacts too
+    assert "model" in model["targets"] and "candidate" in model["targets"]  # trained artifacts too
     decision = json.loads((out / "decision.json").read_text())
     assert "findings.critical" in decision["blocking"]
     for scanner in ("code", "deps", "iac", "model"):

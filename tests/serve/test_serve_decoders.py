@@ -78,7 +78,7 @@ def test_unknown_input_format_is_a_card_error(tmp_path: Path) -> None:
     card = json.loads((path.parent / "model.json").read_text())
     card["input_format"] = "parquet"
     (path.parent / "model.json").write_text(json.dumps(card))
-    with pytest.raises(InputError, match="input_format 'parquet' is not one of tensor"):
+    with pytest.raises(InputError, match="input_format 'parquet' is not one of rows, tensor"):
         ServedModel(path)
 
 

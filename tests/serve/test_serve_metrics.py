@@ -73,13 +73,6 @@ def test_metric_names_and_values_of_the_contract(served: RunningServer) -> None:
     assert sample(families, "ci_ml_requests_in_flight") == 1     # this scrape itself
 
 
-@pytest.fixture(scope="session")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus"))
-    yield prom
-    prom.stop()
-
-
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[str]:
     """``python -m ci_ml.serve --workers 2``, the container's entry point, in a subprocess."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from ci_ml.errors import InputError
 from ci_ml.model.prune.channels import normalize_history, quiet_logs
+from ci_ml.model.run_manifest import package_versions
 from ci_ml.model.zoo import ModelSpec, build_model
 
 HISTORY_FILE = "pruning-history.json"
@@ -35,7 +36,7 @@ def save_pruned(
     hist = normalize_history(history)
     doc = {
         "format": HISTORY_FORMAT,
-        "torch_pruning": tp.__version__,
+        "torch_pruning": package_versions("torch-pruning")["torch-pruning"],
         "spec": spec.to_json() if spec else None,
         "history": [[name, is_out, list(idxs)] for name, is_out, idxs in hist],
     }

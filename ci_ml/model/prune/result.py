@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch_pruning as tp
 from torch import nn
 
 from ci_ml.model.prune.measure import Comparison
 from ci_ml.model.prune.quantize import QuantVariant
 from ci_ml.model.prune.settings import PruneSettings
+from ci_ml.model.run_manifest import package_versions
 from ci_ml.model.zoo import ModelSpec
 
 REPORT_FORMAT = "ci-ml/prune-report/1"
@@ -79,6 +78,7 @@ class PruneResult:
 
     def to_json(self) -> dict[str, Any]:
         comp = self.comparison
+        versions = package_versions("onnxruntime", "torch", "torch-pruning")
         return {
             "format": REPORT_FORMAT,
             "met_budget": self.met_budget,
@@ -92,9 +92,9 @@ class PruneResult:
             "quantization": [q.to_json() for q in self.quantization],
             "trials": [t.to_json() for t in self.trials],
             "measurement": {
-                "runtime": ort_version(),
-                "torch": torch.__version__,
-                "torch_pruning": tp.__version__,
+                "runtime": f"onnxruntime {versions['onnxruntime']}",
+                "torch": versions["torch"],
+                "torch_pruning": versions["torch-pruning"],
                 "threads": comp.latency.threads if comp else 1,
                 "rounds": comp.latency.rounds if comp else 0,
                 "method": "ONNX Runtime CPU, graph optimization ALL, 1 intra-op thread, "
@@ -106,7 +106,4 @@ class PruneResult:
         }
 
 
-def ort_version() -> str:
-    import onnxruntime
 
-    return f"onnxruntime {onnxruntime.__version__}"

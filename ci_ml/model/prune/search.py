@@ -20,9 +20,9 @@ from ci_ml.model.bench import measure_latency
 from ci_ml.model.export import export_onnx
 from ci_ml.model.prune.channels import ChannelPruner
 from ci_ml.model.prune.measure import Data, compare_models, model_accuracy
-from ci_ml.model.prune.quantize import judge_quantization, quantize
+from ci_ml.model.prune.quantize import QuantVariant, judge_quantization, quantize
 from ci_ml.model.prune.result import PruneResult, Trial
-from ci_ml.model.prune.settings import PruneSettings
+from ci_ml.model.prune.settings import REAL_SPEEDUP, PruneSettings
 from ci_ml.model.zoo import ModelSpec, count_macs, count_params
 
 Progress = Callable[[str], None]
@@ -217,6 +217,7 @@ def _prune(
     variants = judge_quantization(comp, quant_specs, quant_paths, xte, yte, floor,
                                    forced=s.quantize == "on")
     kept_q = [v for v in variants if v.kept]
+    fastest: QuantVariant | None = None
     output_onnx = comp.candidate.onnx.path
     if kept_q:
         fastest = min(kept_q, key=lambda v: v.latency_us[s.speedup_batch])
@@ -258,7 +259,22 @@ def _prune(
                   f"({-drop:+.2f} points, budget -{s.max_accuracy_drop})")
     if not comp.real_speedup:
         notes.append(comp.verdict)
+    # What the output would gain over the unpruned model at each batch size served; a
+    # pruned model that is not really faster at all of them is not worth its accuracy.
+    gains = {b: comp.sure_speedup(b) * (fastest.gain[b] if fastest else 1.0)
+             for b in comp.speedups}
+    slow = met and min(gains.values()) < REAL_SPEEDUP
+    if slow:
+        reason = ("no real speedup at the batch sizes served (prune.latency_batches "
+                  f"{list(s.latency_batches)}): "
+                  + ", ".join(f"{v:.2f}x at batch {b}" for b, v in gains.items())
+                  + f" (real is >= {REAL_SPEEDUP}x at each); the unpruned model ships")
     say(f"prune: {reason}")
+    if slow:
+        return PruneResult(model=base, met_budget=True, reason=reason, settings=s, spec=spec,
+                           history=(), base_accuracy=base_acc, comparison=comp,
+                           trials=tuple(trials), quantization=variants,
+                           onnx_path=base_export.path, notes=tuple(notes))
     if not met:
         return PruneResult(model=base, met_budget=False, reason=reason, settings=s, spec=spec,
                            history=(), base_accuracy=base_acc, comparison=comp,

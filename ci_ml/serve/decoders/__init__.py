@@ -36,7 +36,15 @@ def _tensor(card: Mapping[str, Any], inputs: Sequence[TensorSpec],
     return TensorDecoder(inputs, pre, max_abs=limits.max_abs_input, max_string=limits.max_string)
 
 
-DECODERS: dict[str, DecoderFactory] = {"tensor": _tensor}
+def _rows(card: Mapping[str, Any], inputs: Sequence[TensorSpec],
+          limits: DecoderLimits) -> InputDecoder:
+    # A tabular model's raw rows: the one raw-row path of ci_ml.model.inference.
+    from ci_ml.serve.decoders.rows import rows_decoder
+
+    return rows_decoder(card, inputs, limits.max_string)
+
+
+DECODERS: dict[str, DecoderFactory] = {"tensor": _tensor, "rows": _rows}
 
 
 def decoder_for(card: Mapping[str, Any], inputs: Sequence[TensorSpec],

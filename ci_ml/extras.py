@@ -1,0 +1,82 @@
+"""ci-ml's optional parts, installed per CI job: which extra brings what, and the error when one is missing.
+
+The core install (``pip install ci-ml``) runs the gate, promotion, verification, the
+generators, the reports and the scan adapters of external tools; it has no torch. A
+command or step that needs more names its extra::
+
+    error: ci-ml train needs the [train] extra (torch is not installed): pip install 'ci-ml[train]'
+
+The import names below must match the distributions ``pyproject.toml`` lists under
+each extra (a test compares them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from ci_ml.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Extra:
+    name: str
+    purpose: str
+    modules: tuple[str, ...]      # import names that must be importable
+
+    def missing(self) -> tuple[str, ...]:
+        return tuple(m for m in self.modules if not module_available(m))
+
+
+SERVER_MODULES = ("onnxruntime", "uvicorn", "httptools", "prometheus_client")
+
+DATA_MODULES = ("pyarrow",)
+
+EXTRAS: dict[str, Extra] = {
+    "data": Extra("data", "reading CSV and Parquet data (data check, data infer)", DATA_MODULES),
+    "train": Extra("train", "training, pruning, ONNX export and plots",
+                   ("torch", "torch_pruning", "safetensors", "onnx", "onnxscript", "onnxruntime",
+                    "matplotlib", *DATA_MODULES)),
+    "serve": Extra("serve", "the ONNX Runtime model server (serve, scan dast)", SERVER_MODULES),
+    "monitor": Extra("monitor", "ci-ml monitor (drift and quality tests, per-feature plots)",
+                     (*SERVER_MODULES, "scipy", "matplotlib")),
+    "scan": Extra("scan", "the scanners ci-ml runs (bandit, pip-audit, ONNX checks, the ZAP client)",
+                  ("bandit", "pip_audit", "onnx", "zapv2")),
+    # deploy build validates the model with ONNX Runtime and pins its version in the image.
+    "deploy": Extra("deploy", "the model-server image and Kubernetes manifests",
+                    ("docker", "kubernetes_validate", *SERVER_MODULES)),
+    # Registry backends on servers (registry.backend); the local directory needs nothing.
+    "oci": Extra("oci", "the OCI registry backend (GHCR, GitLab's registry, distribution)",
+                 ("oras",)),
+    "mlflow": Extra("mlflow", "the MLflow registry backend", ("mlflow",)),
+}
+# Extras that `[all]` leaves out: MLflow's client is large and only its users need it.
+OPT_IN = frozenset({"mlflow"})
+
+
+class MissingExtraError(UsageError):
+    """A command or step needs an optional part of ci-ml that is not installed (exit 2)."""
+
+    def __init__(self, extra: Extra, what: str, missing: tuple[str, ...]) -> None:
+        self.extra = extra
+        super().__init__(f"{what} needs the [{extra.name}] extra ({', '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed): "
+                         f"pip install 'ci-ml[{extra.name}]'")
+
+
+def module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing(extra: str) -> tuple[str, ...]:
+    return EXTRAS[extra].missing()
+
+
+def require(extra: str, what: str) -> None:
+    """Raise :class:`MissingExtraError` unless every module of ``extra`` is importable."""
+    absent = EXTRAS[extra].missing()
+    if absent:
+        raise MissingExtraError(EXTRAS[extra], what, absent)

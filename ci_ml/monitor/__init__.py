@@ -1,0 +1,1 @@
+"""Monitoring of the served model: drift, late labels, SLOs, the retraining trigger."""
