@@ -45,8 +45,9 @@ PANDAS_SIDE = r'''
 import sys, numpy as np, pandas as pd
 from scipy.stats import chi2_contingency
 train = pd.read_csv(sys.argv[1]); test = pd.read_csv(sys.argv[2])
-numbers = [c for c in train.columns if c not in ("id", "label", "date") and train[c].dtype != object]
-cats = [c for c in train.columns if train[c].dtype == object and c != "date"]
+num = pd.api.types.is_numeric_dtype  # pandas 3 reads strings as its own dtype, not object
+numbers = [c for c in train.columns if c not in ("id", "label", "date") and num(train[c])]
+cats = [c for c in train.columns if not num(train[c]) and c != "date"]
 out = {}
 for df in (train, test):
     out["missing"] = df.isna().mean().to_dict()

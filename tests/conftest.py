@@ -79,6 +79,20 @@ def fast_example(example_project: Path) -> Path:
     return example_project
 
 
+def make_training_diverge(cfg: Path) -> None:
+    """Edit the fast example's config so that training overflows in its first epoch: an MLP
+    (no batch norm to absorb the scale) on inputs scaled up to ~1e13 (data.scale divides),
+    plain SGD at the largest learning rate the schema admits."""
+    text = cfg.read_text()
+    for old, new in (("name: cnn", "name: mlp"), ("input_shape: [1, 8, 8]", "input_shape: [64]"),
+                     ("channels: [8, 16, 16]", "hidden: [32]"), ("scale: 16.0", "scale: 1.0e-12"),
+                     ("learning_rate: 0.002", "learning_rate: 10"),
+                     ("optimizer: adam", "optimizer: sgd")):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    cfg.write_text(text)
+
+
 @pytest.fixture(scope="session")
 def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
     """A CNCF distribution registry on 127.0.0.1, once per test session."""

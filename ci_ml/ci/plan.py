@@ -94,7 +94,7 @@ def project_paths(config: Config, repo: Path, out: Path) -> ProjectPaths:
 def plan_jobs(config: Config) -> tuple[Job, ...]:
     ci = config.section("ci")
     jobs: list[Job] = [
-        Job("data-check", "data-check", "data check"),
+        Job("data-check", "data-check", "data check", extras=("data",)),
         Job("train", "train", "train", needs=("data-check",), extras=("train",)),
     ]
     model_job = "train"

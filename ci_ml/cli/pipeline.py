@@ -81,7 +81,9 @@ def data_infer(output: Path | None, config_path: Path | None, out_dir: Path,
     """Infer the per-column schema of the training split (kinds, ranges, categories,
     nullability, identifier-like columns); point data.schema at it to check against it."""
     from ci_ml.data.step import infer_data_schema, write_schema
+    from ci_ml.extras import require
 
+    require("data", "ci-ml data infer")
     config = load_config(config_path)
     target = output if output is not None else out_dir / DATA_SCHEMA
     check_out_dir(target.parent)

@@ -42,6 +42,8 @@ class DataCheckStep(Step):
     title = "per-column schema, quality, leakage and drift checks"
     # 2: per-column checks, streamed; the schema in the report.
     version = "2"
+    # CSV and Parquet are read with pyarrow (the [data] extra).
+    extra = "data"
 
     def preflight(self, config: Config) -> None:
         check_inputs(config)

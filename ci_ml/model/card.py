@@ -29,13 +29,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ci_ml.data.features import NUMBER, FieldEncoder, Preprocessor
 from ci_ml.errors import InputError
-
-if TYPE_CHECKING:
-    from ci_ml.model.zoo import ModelSpec
 
 FORMAT = "ci-ml/2"
 FORMAT_V1 = "ci-ml/1"
@@ -137,16 +134,6 @@ class ModelCard:
     @property
     def features(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
-
-    @property
-    def spec(self) -> ModelSpec:
-        """The zoo spec (imports torch's side of the model package)."""
-        from ci_ml.model.zoo import ModelSpec
-
-        if self.spec_json is None:
-            raise InputError("this model was not built by ci-ml's model zoo (no spec in "
-                             f"{CARD}): it exists only as ONNX")
-        return ModelSpec.from_json(dict(self.spec_json))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -76,6 +76,7 @@ def _torch_predict(path: Path, config: Config, bundle: DataBundle) -> tuple[
     import torch
 
     from ci_ml.model.persist import load_model
+    from ci_ml.model.zoo import card_spec
 
     model, card = load_model(path, config.root)
     fits(card, bundle.test)
@@ -93,7 +94,7 @@ def _torch_predict(path: Path, config: Config, bundle: DataBundle) -> tuple[
     raw = torch.cat(outs).numpy().astype(np.float64)
     pred = decode(card, {card.outputs.scores or "scores": raw}, len(raw), report, str(path))
     directory = path if path.is_dir() else path.parent
-    source = {"path": str(path), "format": "ci-ml", "model": card.spec.name,
+    source = {"path": str(path), "format": "ci-ml", "model": card_spec(card).name,
               "weights_sha256": sha256_file(directory / WEIGHTS)}
     return pred, card, source
 

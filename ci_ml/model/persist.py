@@ -20,7 +20,7 @@ from ci_ml.errors import InputError
 from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.model.card import CARD, WEIGHTS, ModelCard
 from ci_ml.model.safety import PICKLE_SUFFIXES, looks_like_pickle, refuse_pickle
-from ci_ml.model.zoo import build_model
+from ci_ml.model.zoo import build_model, card_spec
 
 PRUNING_HISTORY = "pruning-history.json"
 SPEC = CARD
@@ -78,10 +78,10 @@ def load_model(directory_or_file: Path,
         # A pruned model: rebuild the base from the spec, replay the recorded pruning.
         from ci_ml.model.prune.persist import load_pruned
 
-        pruned = load_pruned(card.spec, directory, project_dir)
+        pruned = load_pruned(card_spec(card), directory, project_dir)
         pruned.eval()
         return pruned, card
-    model = build_model(card.spec, project_dir)
+    model = build_model(card_spec(card), project_dir)
     state = load_weights(directory / WEIGHTS, spec_json.get("weights_sha256"))
     try:
         model.load_state_dict(state, strict=True)

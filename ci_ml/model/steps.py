@@ -220,6 +220,7 @@ class PruneStep(Step):
         from ci_ml.model.prune.search import prune_model
         from ci_ml.model.prune.settings import PruneSettings
         from ci_ml.model.train import evaluate_model
+        from ci_ml.model.zoo import card_spec
 
         section = ctx.config.section("prune")
         if read_card(ctx.artifact(MODEL_DIR)).trainer == TRAINER_COMMAND:
@@ -232,7 +233,7 @@ class PruneStep(Step):
 
         def unpruned(reason: str) -> StepOutcome:
             save_model(model, card, out)
-            export = export_onnx(model, card.spec.input_shape, onnx_out)
+            export = export_onnx(model, card_spec(card).input_shape, onnx_out)
             atomic_write_json(ctx.output(PRUNE_REPORT), {
                 "pruned": False, "met_budget": False, "reason": reason,
                 "candidate": _candidate_block(False, reason, out, ctx.staging),
@@ -253,14 +254,14 @@ class PruneStep(Step):
         train, test = bundle.split("train"), bundle.split("test")
         work = ctx.staging / ".prune-work"
         try:
-            result = prune_model(model, card.spec, (train.x, train.y), (test.x, test.y),
+            result = prune_model(model, card_spec(card), (train.x, train.y), (test.x, test.y),
                                  PruneSettings.from_config(section), ctx.reporter.info,
                                  work_dir=work)
         except InputError as exc:
             ctx.reporter.warn(f"prune: {exc.message}; keeping the unpruned model")
             return unpruned(exc.message)
         if result.pruned:
-            save_pruned(result.model, result.history, out, spec=card.spec)
+            save_pruned(result.model, result.history, out, spec=card_spec(card))
             atomic_write_json(out / SPEC, card.to_json())
         else:
             save_model(result.model, card, out)

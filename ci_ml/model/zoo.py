@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ci_ml.errors import ConfigError
+from ci_ml.errors import ConfigError, InputError
+from ci_ml.model.card import CARD, ModelCard
 
 
 @dataclass(frozen=True)
@@ -288,3 +289,12 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def card_spec(card: ModelCard) -> ModelSpec:
+    """The zoo spec a model card records. It lives here, not on the card: the card is read
+    by the torch-free server image, the spec only by torch's side (train, prune, evaluate)."""
+    if card.spec_json is None:
+        raise InputError("this model was not built by ci-ml's model zoo (no spec in "
+                         f"{CARD}): it exists only as ONNX")
+    return ModelSpec.from_json(dict(card.spec_json))

@@ -46,6 +46,7 @@ def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
     source = yaml.safe_load((EXAMPLE / "ci-ml.yaml").read_text())["ci"]["source"]
     assert plan.package == f"ci-ml @ git+{source['url']}@{source['ref']}"
     assert plan.job("train").extras == ("train",) and plan.job("scan-code").extras == ("scan",)
+    assert plan.job("data-check").extras == ("data",)
     # The gate takes every step from the cache but the live DAST scan, which serves the model.
     assert plan.job("gate-staging").extras == ("serve",)
     assert plan.job("scan-dast").extras == ("scan", "serve")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import make_training_diverge, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -145,7 +145,7 @@ def test_source_changes_retrain_only_a_model_built_from_that_source(fast_example
 
 def test_nan_loss_exits_2_with_one_line_and_writes_no_model(fast_example: Path,
                                                             tmp_path: Path) -> None:
-    _edit(fast_example / "ci-ml.yaml", "learning_rate: 0.002", "learning_rate: 1.0e+30")
+    make_training_diverge(fast_example / "ci-ml.yaml")
     out = tmp_path / "out"
     r = run_cli("train", "--config", fast_example / "ci-ml.yaml", "--out", out)
     assert r.code == 2, r.output

@@ -196,4 +196,4 @@ def test_data_check_exits_1_and_the_gate_still_weighs_the_report(example_project
     assert report["passed"] is False
     # Cached: asking again gives the same answer without recomputing.
     again = run_cli("data", "check", "--out", "out", cwd=example_project)
-    assert again.code == 1 and "1 run, 1 cached" in again.stdout
+    assert again.code == 1 and "0 ran, 1 from cache" in again.stdout

@@ -26,11 +26,19 @@ def _with_model(project: Path, extra: str = "") -> Path:
 
 
 def _imports(root: Path) -> set[str]:
+    """Every module the tree imports, at the top or inside functions (run time, possibly);
+    only ``if TYPE_CHECKING:`` blocks are left out: they never run."""
     import ast
+
+    def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for child in node.body for n in ast.walk(child)}
+        return [n for n in ast.walk(tree) if id(n) not in skipped]
 
     found: set[str] = set()
     for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in runtime_nodes(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module:

@@ -28,7 +28,7 @@ sys.path[:0] = [sys.argv[1]]
 sys.path.append(sys.argv[2])
 from ci_ml.serve.model import ServedModel
 model = ServedModel(Path(sys.argv[3]))
-pred = model.tabular.predict_rows(json.loads(sys.argv[4]))
+pred = model.predict(model.decoder.decode_rows(json.loads(sys.argv[4])))
 print(json.dumps({"labels": list(pred.labels), "heavy": sorted(m for m in ("torch", "pyarrow")
                                                                if m in sys.modules),
                   "ci_ml": sys.modules["ci_ml"].__file__}))

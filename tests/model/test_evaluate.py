@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ci_ml.model.persist import load_model
+from ci_ml.model.zoo import card_spec
 from tests.conftest import EXAMPLE, run_cli
 
 METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "samples", "per_class",
@@ -33,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bare.parent.mkdir()
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and fine here
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(1, *card.spec.input_shape),), str(bare),
+        torch.onnx.export(model, (torch.zeros(1, *card_spec(card).input_shape),), str(bare),
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           dynamo=False)

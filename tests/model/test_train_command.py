@@ -51,11 +51,11 @@ def test_cached_on_the_declared_code(example_run: tuple[Path, CliResult],  # noq
     root = tmp_path / "project"
     shutil.copytree(example_run[0], root, symlinks=True)
     again = run_cli("train", cwd=root)
-    assert again.code == 0 and "steps: 2 run, 2 cached" in again.stdout, again.output
+    assert again.code == 0 and "steps: 0 ran, 2 from cache" in again.stdout, again.output
     script = root / "train.py"
     script.write_text(script.read_text() + "\n# a comment changes the code's hash\n")
     changed = run_cli("train", cwd=root)
-    assert changed.code == 0 and "steps: 2 run, 1 cached" in changed.stdout, changed.output
+    assert changed.code == 0 and "steps: 1 ran, 1 from cache" in changed.stdout, changed.output
 
 
 LIAR = '''
@@ -145,6 +145,7 @@ def test_bad_train_command(tmp_path: Path, script: str, code: int, expected: str
 
 
 WRONG_INPUTS = '''
+import os
 from pathlib import Path
 import onnx
 from onnx import TensorProto, helper

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import make_training_diverge, run_cli
 
 
 def _edit(cfg: Path, old: str, new: str) -> None:
@@ -46,7 +46,7 @@ def test_two_processes_reach_the_single_process_accuracy(example_project: Path,
 @pytest.mark.slow
 def test_a_diverging_rank_stops_the_run_with_exit_2(fast_example: Path, tmp_path: Path) -> None:
     cfg = fast_example / "ci-ml.yaml"
-    _edit(cfg, "learning_rate: 0.002", "learning_rate: 1.0e+30")
+    make_training_diverge(cfg)
     _edit(cfg, "threads: 1", "threads: 1\n  nproc: 2")  # from the config this time
     out = tmp_path / "out"
     r = run_cli("train", "--config", cfg, "--out", out)

@@ -20,7 +20,7 @@ WINDOW_ROWS = 150      # requests per replayed window: under half the test split
 
 @pytest.fixture(scope="session")
 def digits_model(trained: Path) -> ServedModel:  # noqa: F811
-    return ServedModel(trained / "out" / "pruned" / "model.onnx")
+    return ServedModel(trained / "out" / "candidate" / "model.onnx")
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ def loop_project(work: Path, trained: Path, log: Path, trigger: dict[str, str]) 
     repo = ci_project(work)
     cfg = repo / "ci-ml.yaml"
     doc = yaml.safe_load(cfg.read_text())
-    doc["monitor"] = {"schedule": "17 5 * * *", "model": str(trained / "out/pruned/model.onnx"),
+    doc["monitor"] = {"schedule": "17 5 * * *", "model": str(trained / "out/candidate/model.onnx"),
                       "log": str(log), "window": "6h", "trigger": trigger}
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     return repo

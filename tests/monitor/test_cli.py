@@ -25,7 +25,7 @@ def clean_lines(digits_model: ServedModel, test_split: Split) -> list[str]:
 
 def monitor(trained: Path, tmp_path: Path, *args: str | Path, html: bool = False) -> CliResult:
     return run_cli("monitor", "--config", trained / "ci-ml.yaml", "--out", tmp_path / "out",
-                   "--model", trained / "out" / "pruned" / "model.onnx", "--window", "2h",
+                   "--model", trained / "out" / "candidate" / "model.onnx", "--window", "2h",
                    *(() if html else ("--no-html",)), *args)
 
 
@@ -60,7 +60,7 @@ def test_clean_traffic_exits_0_with_report_and_html(trained: Path, tmp_path: Pat
     assert doc["window"]["rows"] == WINDOW_ROWS and doc["inputs"]["corrupt"] == 0
     assert doc["reference"]["kind"] == "computed" and "data.train" in doc["reference"]["source"]
     assert doc["drift"]["correction"] == "holm" and len(doc["drift"]["features"]) == 64
-    assert doc["model"]["digest"] == ServedModel(trained / "out/pruned/model.onnx").sha256
+    assert doc["model"]["digest"] == ServedModel(trained / "out/candidate/model.onnx").sha256
     html = (tmp_path / "out" / "monitor.html").read_text()
     assert "Monitoring: ok" in html and "data:image/png;base64," in html
 
@@ -101,7 +101,7 @@ def test_corrupt_and_truncated_lines_are_skipped_and_reported(
         fh.write(clean_lines[-1][: len(clean_lines[-1]) // 2].encode())   # cut off mid-write
     cfg = config_with(trained, tmp_path, {"max_line_bytes": 4096})
     result = run_cli("monitor", "--config", cfg, "--out", tmp_path / "out", "--model",
-                     trained / "out/pruned/model.onnx", "--window", "2h", "--log", log,
+                     trained / "out/candidate/model.onnx", "--window", "2h", "--log", log,
                      "--no-html")
     assert result.code == 0, result.output
     doc = report(tmp_path)

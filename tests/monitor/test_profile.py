@@ -44,7 +44,7 @@ def profiled_model(tmp_path: Path, trained: Path, digits_model: ServedModel,
                    train_split: Split, test_split: Split) -> Path:
     """A copy of the trained model directory with a stored training profile beside it."""
     model_dir = tmp_path / "model"
-    shutil.copytree(trained / "out" / "pruned", model_dir)
+    shutil.copytree(trained / "out" / "candidate", model_dir)
     predicted = predict(digits_model, test_split.x)
     atomic_write_json(model_dir / "reference-profile.json", {
         "format": FORMAT, "rows": len(train_split.labels),

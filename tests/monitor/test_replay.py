@@ -48,7 +48,7 @@ def monitor(trained: Path, digits_model: ServedModel, window: Window, tmp_path: 
                        if labels is not None else ())
         request = MonitorRequest(
             logs=(log,), labels=label_files, window=window, policy=MonitorPolicy(**policy),
-            out_dir=tmp_path / "out", model=trained / "out" / "pruned" / "model.onnx",
+            out_dir=tmp_path / "out", model=trained / "out" / "candidate" / "model.onnx",
             train=trained / "data" / "train.csv", target="label", html=False)
         return run_monitor(request)
     return run

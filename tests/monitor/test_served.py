@@ -63,7 +63,7 @@ def served(trained: Path, tmp_path_factory: pytest.TempPathFactory, digits_model
     settings = ServeSettings(port=0, version="1",
                              log=LogSettings(path=work / "requests.jsonl", sample_rate=1.0),
                              labels=LabelSettings(path=work / "labels.jsonl"))
-    server = start_background(ServedModel(trained / "out" / "pruned" / "model.onnx"), settings)
+    server = start_background(ServedModel(trained / "out" / "candidate" / "model.onnx"), settings)
     prometheus.scrape(server.url)
     assert prometheus.wait_for("sum(ci_ml_model_info)", 1, timeout=60) == 1, "not scraped"
     traffic = draw(test_split, digits_model, 31, WINDOW_ROWS)
@@ -118,7 +118,7 @@ def test_monitor_reads_the_served_log_labels_and_prometheus(
     served.server.app.request_log.close()       # flush the log before reading it
     served.server.app.labels.close()
     result = run_cli("monitor", "--config", trained / "ci-ml.yaml", "--out", tmp_path / "out",
-                     "--model", trained / "out/pruned/model.onnx", "--log", served.log,
+                     "--model", trained / "out/candidate/model.onnx", "--log", served.log,
                      "--labels", served.labels, "--prometheus-url", prometheus.url,
                      "--window", "15m", "--no-html")
     assert result.code == 0, result.output
@@ -141,7 +141,7 @@ def test_monitor_reads_the_served_log_labels_and_prometheus(
                       "slo": {"latency": [{"quantile": 0.5, "max_ms": 0.001}]}}
     (tmp_path / "slo.yaml").write_text(yaml.safe_dump(cfg))
     breach = run_cli("monitor", "--config", tmp_path / "slo.yaml", "--out", tmp_path / "o2",
-                     "--model", trained / "out/pruned/model.onnx", "--log", served.log,
+                     "--model", trained / "out/candidate/model.onnx", "--log", served.log,
                      "--window", "15m", "--no-html")
     assert breach.code == 1, breach.output
     decision = json.loads((tmp_path / "o2" / "monitor-report.json").read_text())["decision"]
@@ -153,6 +153,6 @@ def test_monitor_reads_the_served_log_labels_and_prometheus(
 def test_an_unreachable_prometheus_is_a_tool_error(served: Served, trained: Path,
                                                    tmp_path: Path) -> None:
     result = run_cli("monitor", "--config", trained / "ci-ml.yaml", "--out", tmp_path / "out",
-                     "--model", trained / "out/pruned/model.onnx", "--log", served.log,
+                     "--model", trained / "out/candidate/model.onnx", "--log", served.log,
                      "--prometheus-url", "http://127.0.0.1:9", "--no-html")
     assert result.code == 3 and "did not answer" in result.stderr, result.output

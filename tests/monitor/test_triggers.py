@@ -119,7 +119,7 @@ def test_monitor_trigger_starts_the_training_pipeline_on_drift_only(
             "data/", str(trained / "data") + "/")
             + f"\nmonitor:\n  trigger:\n    kind: github-workflow\n    api_url: {api.url}\n"
               "    project: acme/digits\n    token_env: RETRAIN_TOKEN\n")
-        args = ("monitor", "--config", cfg, "--model", trained / "out/pruned/model.onnx",
+        args = ("monitor", "--config", cfg, "--model", trained / "out/candidate/model.onnx",
                 "--trigger", "--no-html")
         env = {"RETRAIN_TOKEN": TOKEN}
         ok = run_cli(*args, "--out", tmp_path / "ok", "--log", write_log(

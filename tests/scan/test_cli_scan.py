@@ -72,22 +72,22 @@ def test_fail_on_threshold_and_all_waived(planted: Path, tmp_path: Path) -> None
     waived = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out,
                      "--fail-on", "low", "--waivers", planted / "waivers.yaml")
     assert waived.code == 0, waived.output
-    assert "1 cached" in waived.stdout                   # waivers never change the scan itself
+    assert "1 from cache" in waived.stdout                   # waivers never change the scan itself
 
 
 def test_unchanged_inputs_come_from_the_cache(planted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out)
-    assert first.code == 0 and "0 cached" in first.stdout
+    assert first.code == 0 and "0 from cache" in first.stdout
     again = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", tmp_path / "o2")
-    assert again.code == 0 and "1 cached" in again.stdout
+    assert again.code == 0 and "1 from cache" in again.stdout
     assert scan_result(tmp_path / "o2", "deps")["findings"] == scan_result(out, "deps")["findings"]
     (planted / "requirements.txt").write_text("requests==2.19.0\n")
     changed = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out)
-    assert changed.code == 0 and "0 cached" in changed.stdout
+    assert changed.code == 0 and "0 from cache" in changed.stdout
     assert len(scan_result(out, "deps")["findings"]) == 2
     forced = run_cli("scan", "deps", "--config", planted / "ci-ml.yaml", "--out", out, "--force")
-    assert "0 cached" in forced.stdout
+    assert "0 from cache" in forced.stdout
 
 
 def test_reports_cover_every_scan_present_in_out(planted: Path, tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_cache_keys_do_not_depend_on_where_the_project_lives(planted: Path,
             assert result.code == 0, result.output
         keys.append(_keys(out))
         again = run_cli("scan", "iac", "--config", project / "ci-ml.yaml", "--out", out)
-        assert "1 cached" in again.stdout                   # its own reports did not change it
+        assert "1 from cache" in again.stdout                   # its own reports did not change it
         assert not any("ci-ml-out" in str(f["location"].get("path"))
                        for f in scan_result(out, "iac")["findings"])
     assert keys[0]["scan-deps"] == keys[1]["scan-deps"]

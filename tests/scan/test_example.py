@@ -26,5 +26,5 @@ def test_example_pipeline_passes_with_deps_and_model_required(fast_example: Path
     assert rules["scan.deps"] == rules["scan.model"] == rules["scan.code"] == "pass"
     # A standalone scan afterwards reuses the cached result and writes the CI reports.
     again = run_cli("scan", "deps", "--config", fast_example / "ci-ml.yaml", "--out", out)
-    assert again.code == 0 and "1 cached" in again.stdout
+    assert again.code == 0 and "1 from cache" in again.stdout
     assert "report.sarif" in assert_reports_valid(out)

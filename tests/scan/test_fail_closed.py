@@ -72,7 +72,7 @@ def test_failed_scan_is_not_cached(planted: Path, tmp_path: Path) -> None:
         result = run_cli("scan", "code", "--config", planted / "ci-ml.yaml", "--out", out,
                          env=env)
         assert result.code == 3
-        assert "0 cached" in result.stdout
+        assert "0 from cache" in result.stdout
     fixed = run_cli("scan", "code", "--config", planted / "ci-ml.yaml", "--out", out)
     assert fixed.code == 0 and scan_result(out, "code")["status"] == "ok"
 

@@ -121,7 +121,7 @@ def _check(project: Path, url: str) -> None:
 
 def test_zoo_model_served_equals_in_process(penguins: Built) -> None:  # noqa: F811
     assert penguins.run.code == 0, penguins.run.output
-    card = read_card(penguins.out / "pruned")
+    card = read_card(penguins.out / "candidate")
     # The in-process torch model, too: the card's encoders feed it the same numbers.
     import torch
 
