@@ -97,7 +97,7 @@ def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
         setup: Setup, branch_run: ActRun) -> None:
     """Nothing is preinstalled: the generated setup step installs every job's ci-ml."""
     source = setup.source
-    for job, extras in (("data-check", ""), ("train", "[train]"), ("prune", "[train]"),
+    for job, extras in (("data-check", "[data]"), ("train", "[train]"), ("prune", "[train]"),
                         ("scan-code", "[scan]"), ("scan-dast", "[scan,serve]"),
                         ("gate-staging", "[serve]"), ("promote-staging", "")):
         assert installs(branch_run.logs[job]) == [source.requirement(extras)], job

@@ -73,7 +73,7 @@ def test_every_job_passes(pipeline: Pipeline) -> None:
 def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
         pipeline: Pipeline) -> None:
     """Nothing is preinstalled: the generated setup installs every job's ci-ml."""
-    for job, extras in (("ci-ml-data-check", ""), ("ci-ml-train", "[train]"),
+    for job, extras in (("ci-ml-data-check", "[data]"), ("ci-ml-train", "[train]"),
                         ("ci-ml-scan-deps", "[scan]"), ("ci-ml-scan-dast", "[scan,serve]"),
                         ("ci-ml-gate-staging", "[serve]"), ("ci-ml-promote-staging", "")):
         assert installs(pipeline.run.logs[job]) == [pipeline.source.requirement(extras)], job

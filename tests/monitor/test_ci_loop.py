@@ -15,14 +15,16 @@ import yaml
 from ci_ml.serve.model import ServedModel
 from tests.ci.clients import (
     CLIENT_TIMEOUT_S,
+    Source,
     action_placeholders,
-    ci_ml_wrapper,
     ci_project,
     client_env,
     generate,
+    job_env,
     run_gitlab_ci_local,
     tool,
 )
+from tests.ci.conftest import source  # noqa: F401 - fixture
 from tests.monitor.ci_api import ci_api
 from tests.monitor.conftest import WINDOW_ROWS
 from tests.monitor.replay import Split, draw, log_lines, repredict, write_log
@@ -41,10 +43,11 @@ def drifted_log(path: Path, model: ServedModel, test: Split, train: Split) -> Pa
     return write_log(path, log_lines(traffic, model.sha256))
 
 
-def loop_project(work: Path, trained: Path, log: Path, trigger: dict[str, str]) -> Path:
+def loop_project(work: Path, source: Source, trained: Path, log: Path,  # noqa: F811
+                 trigger: dict[str, str]) -> Path:
     """The CI clients' example project with a monitor section: the served model and its
     request log are host paths, as a volume mounted on a self-hosted runner would be."""
-    repo = ci_project(work)
+    repo = ci_project(work, source)
     cfg = repo / "ci-ml.yaml"
     doc = yaml.safe_load(cfg.read_text())
     doc["monitor"] = {"schedule": "17 5 * * *", "model": str(trained / "out/candidate/model.onnx"),
@@ -54,8 +57,8 @@ def loop_project(work: Path, trained: Path, log: Path, trigger: dict[str, str]) 
 
 
 def test_the_generated_workflow_with_a_schedule_passes_the_linters(
-        tmp_path: Path, trained: Path) -> None:
-    repo = loop_project(tmp_path, trained, tmp_path / "requests.jsonl",
+        tmp_path: Path, source: Source, trained: Path) -> None:  # noqa: F811
+    repo = loop_project(tmp_path, source, trained, tmp_path / "requests.jsonl",
                         {"kind": "github-workflow", "project": "acme/digits"})
     generate(repo, "github")
     workflow = repo / ".github" / "workflows" / "ci-ml.yml"
@@ -73,28 +76,31 @@ def test_the_generated_workflow_with_a_schedule_passes_the_linters(
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def _act(repo: Path, work: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _act(repo: Path, work: Path, source: Source, *args: str  # noqa: F811
+         ) -> subprocess.CompletedProcess[str]:
+    """act on the host, as in tests/ci: the job installs ci-ml[monitor] from the pinned
+    commit through the generated setup step (environments kept in CI_ML_VENV_CACHE)."""
+    env_flags = [flag for name, value in job_env(source).items() if name != "CI_ML_VENV_CACHE"
+                 for flag in ("--env", f"{name}={value}")]
     return subprocess.run(
         [tool("act"), *args, "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode",
          "--action-cache-path", str(work / "act-cache"), "--no-cache-server",
-         "--defaultbranch", "main", "--var", "CI_ML_INSTALL=none",
+         "--defaultbranch", "main", "--var", f"CI_ML_VENV_CACHE={source.cache}",
          "--env", f"CI_ML_OUT={work / 'out'}", "--env", f"CI_ML_CACHE={work / 'cache'}",
-         "--env", f"PATH={client_env(bin_dir)['PATH']}",
-         *action_placeholders(work / "placeholders")],
-        cwd=repo, capture_output=True, text=True, env=client_env(bin_dir),
+         *env_flags, *action_placeholders(work / "placeholders")],
+        cwd=repo, capture_output=True, text=True, env=client_env(),
         timeout=CLIENT_TIMEOUT_S, check=False)
 
 
 def test_scheduled_monitor_job_in_act_dispatches_the_training_workflow(
-        tmp_path: Path, trained: Path, digits_model: ServedModel, test_split: Split,
-        train_split: Split) -> None:
+        tmp_path: Path, source: Source, trained: Path, digits_model: ServedModel,  # noqa: F811
+        test_split: Split, train_split: Split) -> None:
     log = drifted_log(tmp_path / "requests.jsonl", digits_model, test_split, train_split)
     with ci_api(TOKEN) as api:
-        repo = loop_project(tmp_path, trained, log, {
+        repo = loop_project(tmp_path, source, trained, log, {
             "kind": "github-workflow", "api_url": api.url, "project": "acme/digits"})
         generate(repo, "github")
-        bin_dir = ci_ml_wrapper(tmp_path / "bin")
-        run = _act(repo, tmp_path, bin_dir, "schedule", "-j", "monitor", "--secret",
+        run = _act(repo, tmp_path, source, "schedule", "-j", "monitor", "--secret",
                    f"GITHUB_TOKEN={TOKEN}")
     # Retraining is due: the job fails (exit 1) after dispatching the training workflow.
     assert run.returncode != 0
@@ -110,7 +116,7 @@ def test_scheduled_monitor_job_in_act_dispatches_the_training_workflow(
     assert TOKEN not in run.stdout + run.stderr
     # The dispatched run is the ordinary pipeline: training, scans, the gate and the
     # staging promotion, without the monitor job (act's dry run plans the jobs it would run).
-    plan = _act(repo, tmp_path, bin_dir, "workflow_dispatch", "-n")
+    plan = _act(repo, tmp_path, source, "workflow_dispatch", "-n")
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-2000:]
     for job in TRAINING_JOBS:
         assert f"[ci-ml/{_title(repo, job)}" in plan.stdout, job
@@ -123,14 +129,14 @@ def _title(repo: Path, job: str) -> str:
 
 
 def test_scheduled_monitor_job_in_gitlab_ci_local_triggers_a_pipeline(
-        tmp_path: Path, trained: Path, digits_model: ServedModel, test_split: Split,
-        train_split: Split) -> None:
+        tmp_path: Path, source: Source, trained: Path, digits_model: ServedModel,  # noqa: F811
+        test_split: Split, train_split: Split) -> None:
     log = drifted_log(tmp_path / "requests.jsonl", digits_model, test_split, train_split)
     with ci_api(TOKEN) as api:
-        repo = loop_project(tmp_path, trained, log, {
+        repo = loop_project(tmp_path, source, trained, log, {
             "kind": "gitlab", "api_url": f"{api.url}/api/v4", "project": "group/digits"})
         generate(repo, "gitlab")
-        run = run_gitlab_ci_local(repo, ci_ml_wrapper(tmp_path / "bin"), variables={
+        run = run_gitlab_ci_local(repo, source, variables={
             "CI_PIPELINE_SOURCE": "schedule", "CI_ML_TRIGGER_TOKEN": TOKEN})
     assert set(run.results) == {"ci-ml-monitor"}, run.raw[-3000:]
     assert run.results["ci-ml-monitor"] == "FAIL"      # retraining due: exit 1
@@ -143,7 +149,7 @@ def test_scheduled_monitor_job_in_gitlab_ci_local_triggers_a_pipeline(
     # A triggered pipeline runs the training jobs and promotes like a push; no monitor job.
     listed = subprocess.run([tool("gitlab-ci-local"), "--list", "--variable",
                              "CI_PIPELINE_SOURCE=trigger"], cwd=repo, capture_output=True,
-                            text=True, env=client_env(tmp_path / "bin"), check=False)
+                            text=True, env=client_env(), check=False)
     names = {line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()}
     assert {f"ci-ml-{job}" for job in TRAINING_JOBS} <= names, listed.stdout
     assert "ci-ml-monitor" not in names
