@@ -31,12 +31,16 @@ class Extra:
 SERVER_MODULES = ("onnxruntime", "uvicorn", "httptools", "prometheus_client")
 
 DATA_MODULES = ("pyarrow",)
+# Running and measuring an ONNX model on the data: what a train.command project's train and
+# prune steps need (the team's script brings its own framework; ci-ml brings no torch).
+EVALUATE_MODULES = ("onnx", "onnxruntime", "matplotlib", *DATA_MODULES)
 
 EXTRAS: dict[str, Extra] = {
     "data": Extra("data", "reading CSV and Parquet data (data check, data infer)", DATA_MODULES),
+    "evaluate": Extra("evaluate", "measuring ONNX models on the data (train and prune of a "
+                      "project with train.command)", EVALUATE_MODULES),
     "train": Extra("train", "training, pruning, ONNX export and plots",
-                   ("torch", "torch_pruning", "safetensors", "onnx", "onnxscript", "onnxruntime",
-                    "matplotlib", *DATA_MODULES)),
+                   ("torch", "torch_pruning", "safetensors", "onnxscript", *EVALUATE_MODULES)),
     "serve": Extra("serve", "the ONNX Runtime model server (serve, scan dast)", SERVER_MODULES),
     "monitor": Extra("monitor", "ci-ml monitor (drift and quality tests, per-feature plots)",
                      (*SERVER_MODULES, "scipy", "matplotlib")),

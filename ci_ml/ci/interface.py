@@ -53,6 +53,8 @@ class Job:
     dast: bool = False                # the DAST scan
     zap: bool = False                 # ... through a ZAP service container (else built-in)
     extras: tuple[str, ...] = ()      # what the job installs beside ci-ml's core (ci_ml.extras)
+    requirements: tuple[str, ...] = ()  # the project's requirement files the job installs
+                                        # with ci-ml (repository-relative; train.requirements)
 
     @property
     def is_release(self) -> bool:

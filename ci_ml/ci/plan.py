@@ -23,6 +23,8 @@ from ci_ml.ci.interface import (
     Trigger,
 )
 from ci_ml.config import Config
+from ci_ml.model.layout import training_requirements, uses_command
+from ci_ml.pipeline.registry import STEPS
 
 # What each scanner's job installs: the image scan builds the image, DAST serves the model,
 # the IaC scan runs trivy (which [deploy] brings).
@@ -32,6 +34,9 @@ SCAN_EXTRAS: dict[str, tuple[str, ...]] = {"image": ("scan", "deploy"), "iac": (
 # What may go into a generated file from the config: no `$` (GitHub's ${{ }} and
 # GitLab's $[[ ]] and $VAR would expand it), no quotes, backslashes or newlines.
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+@*, -]+$")
+# Requirement files become words of the setup step's pip command: no spaces, commas or
+# wildcards either, and no leading '-' (pip would read an option).
+_SAFE_REQUIREMENT = re.compile(r"^[A-Za-z0-9._/+@][A-Za-z0-9._/+@-]*$")
 
 
 def safe_value(value: str, what: str) -> str:
@@ -91,15 +96,48 @@ def project_paths(config: Config, repo: Path, out: Path) -> ProjectPaths:
                         cache_inputs=tuple(inputs), cache_key_files=key_files)
 
 
-def plan_jobs(config: Config) -> tuple[Job, ...]:
+def requirement_paths(config: Config, repo: Path) -> tuple[str, ...]:
+    """The project's requirement files the train job installs, relative to the repository
+    (``train.requirements``, or its default: see ``training_requirements``)."""
+    repo = repo.resolve()
+    found: list[str] = []
+    for raw, key in training_requirements(config):
+        path = config.resolve(raw)
+        rel = _relative(path, repo, key)
+        if rel is None:
+            raise GenerateError(f"{key}: {raw} is outside the repository ({repo}): the train "
+                                "job installs it from its checkout")
+        if not _SAFE_REQUIREMENT.match(rel):
+            raise GenerateError(f"{key}: {raw!r} cannot be passed to pip in a CI pipeline "
+                                "safely (allowed: letters, digits and . _ / + @ -, not first -)")
+        if not path.is_file():
+            raise GenerateError(f"{key}: {raw} is not a file ({path})")
+        if rel not in found:
+            found.append(rel)
+    return tuple(found)
+
+
+def step_extras(step: str, config: Config) -> tuple[str, ...]:
+    """What a step's job installs beside ci-ml's core: the extra the step needs to run."""
+    extra = STEPS[step].extra_for(config)
+    return (extra,) if extra else ()
+
+
+def plan_jobs(config: Config, requirements: tuple[str, ...] = ()) -> tuple[Job, ...]:
+    """The jobs; ``requirements``: the project's requirement files (repository-relative)
+    that the jobs running its code install (train, and prune for a model factory)."""
     ci = config.section("ci")
     jobs: list[Job] = [
-        Job("data-check", "data-check", "data check", extras=("data",)),
-        Job("train", "train", "train", needs=("data-check",), extras=("train",)),
+        Job("data-check", "data-check", "data check", extras=step_extras("data-check", config)),
+        Job("train", "train", "train", needs=("data-check",),
+            extras=step_extras("train", config), requirements=requirements),
     ]
     model_job = "train"
     if config.section("prune")["enabled"]:
-        jobs.append(Job("prune", "prune", "prune", needs=("train",), extras=("train",)))
+        # A train.command model is shipped as trained (no project code runs in prune).
+        jobs.append(Job("prune", "prune", "prune", needs=("train",),
+                        extras=step_extras("prune", config),
+                        requirements=() if uses_command(config) else requirements))
         model_job = "prune"
     scan = config.section("scan")
     for scanner in SCANNER_ORDER:
@@ -142,7 +180,7 @@ def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:
         version=ci_ml.__version__,
         install=install_source(config),
         paths=project_paths(config, repo, out),
-        jobs=plan_jobs(config),
+        jobs=plan_jobs(config, requirement_paths(config, repo)),
         settings=ci,
         serve_port=port,
         schedule=_schedule(config),

@@ -64,10 +64,6 @@ def settings(config: Config) -> tuple[list[str], float, int]:
     return argv, float(train["timeout_s"]), int(train["seed"])
 
 
-def uses_command(config: Config) -> bool:
-    return bool(config.section("train").get("command"))
-
-
 def code_inputs(config: Config, exclude: tuple[Path, ...]) -> tuple[Path, ...]:
     """``train.inputs``, or the whole project (less outputs, caches and VCS) if unset."""
     declared = config.section("train").get("inputs")
@@ -248,7 +244,7 @@ def train_with_command(config: Config, staging: Path, model_dir: Path, exclude: 
                                          "onnx_sha256": sha256_file(model_dir / ONNX)})
     prediction = (prediction_reference(bundle.task, values=pred.values)
                   if pred.values is not None else prediction_reference(bundle.task, pred.labels))
-    from ci_ml.model.outputs import reference_profile
+    from ci_ml.model.records import reference_profile
 
     atomic_write_json(model_dir / REFERENCE, reference_profile(bundle, prediction))
     shutil.copy2(work / LOG, staging / LOG)

@@ -62,3 +62,39 @@ def user_code_files(config: Config) -> tuple[Path, ...]:
             if candidate.exists():
                 hits.append(candidate)
     return tuple(hits)
+
+
+def uses_command(config: Config) -> bool:
+    """The project trains with its own script (``train.command``), not ci-ml's loop."""
+    return bool(config.section("train").get("command"))
+
+
+def training_requirements(config: Config) -> tuple[tuple[str, str], ...]:
+    """The requirement files the CI train job installs beside ci-ml, as (path relative to the
+    project, the config key that names it).
+
+    ``train.requirements`` when set (``[]``: none). Unset, a ``train.command`` project
+    installs what its dependency scan audits (``scan.deps.requirements``, when that scan is
+    on): the files that vouch for the environment are the ones that build it. ci-ml's own
+    loop needs nothing beyond the ``[train]`` extra.
+    """
+    declared = config.section("train").get("requirements")
+    if declared is not None:
+        return tuple((str(p), "train.requirements") for p in declared)
+    deps = config.section("scan")["deps"]
+    if uses_command(config) and deps["enabled"]:
+        return tuple((str(p), "scan.deps.requirements") for p in deps["requirements"])
+    return ()
+
+
+def requirement_files(config: Config) -> tuple[Path, ...]:
+    """:func:`training_requirements` as existing files (a missing one is a config error)."""
+    from ci_ml.errors import ConfigError
+
+    files = []
+    for raw, key in training_requirements(config):
+        path = config.resolve(raw)
+        if not path.is_file():
+            raise ConfigError(f"{key}: {raw} is not a file in the project ({path})")
+        files.append(path)
+    return tuple(files)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ import numpy as np
 
 from ci_ml.config import Config
 from ci_ml.data.loader import DataBundle
-from ci_ml.data.reference import build_reference, prediction_reference
+from ci_ml.data.reference import prediction_reference
 from ci_ml.fsutil import atomic_write_json, sha256_file
 from ci_ml.model import plots
 from ci_ml.model.card import (
@@ -24,16 +24,21 @@ from ci_ml.model.card import (
 )
 from ci_ml.model.export import INPUT_NAME, OUTPUT_NAME
 from ci_ml.model.layout import (
-    CONFUSION_PNG,
     CURVE_PNG,
     HISTORY,
     METRICS,
     MODEL_DIR,
-    PREDICTED_PNG,
     RUN_MANIFEST,
     user_code_files,
 )
 from ci_ml.model.persist import WEIGHTS, save_model
+from ci_ml.model.records import (
+    data_record,
+    headline,
+    reference_profile,
+    skipped_rows,
+    write_eval_plot,
+)
 from ci_ml.model.run_manifest import build_manifest
 from ci_ml.model.train import TrainResult, TrainSettings, predict
 from ci_ml.model.zoo import ModelSpec
@@ -53,13 +58,6 @@ def zoo_card(bundle: DataBundle, spec: ModelSpec) -> ModelCard:
         target_scale=(bundle.target_mean, bundle.target_std) if regression else None,
         spec_json=spec.to_json(),
         scale=bundle.scale, mean=bundle.mean, std=bundle.std)
-
-
-def reference_profile(bundle: DataBundle, prediction: Mapping[str, Any]) -> dict[str, Any]:
-    schema = bundle.schema
-    return build_reference(bundle.profiles, schema.features, schema.target_column, prediction,
-                           {"path": bundle.train.path.name, "sha256": bundle.train.sha256},
-                           bundle.task)
 
 
 def write_train_outputs(output: Callable[[str], Path], config: Config, bundle: DataBundle,
@@ -104,40 +102,3 @@ def write_train_outputs(output: Callable[[str], Path], config: Config, bundle: D
     )
     atomic_write_json(output(RUN_MANIFEST), manifest)
     return manifest
-
-
-def write_eval_plot(output: Callable[[str], Path], task: str, metrics: Mapping[str, Any],
-                    classes: Sequence[str]) -> None:
-    """The test set at a glance: predicted vs actual (regression) or the confusion matrix."""
-    if task == REGRESSION:
-        pairs = metrics["predicted_vs_actual"]
-        plots.predicted_vs_actual(pairs["actual"], pairs["predicted"], output(PREDICTED_PNG))
-    else:
-        plots.confusion_matrix(metrics["confusion_matrix"], classes, output(CONFUSION_PNG))
-
-
-def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The few numbers a run manifest and a step summary show."""
-    keys = ("r2", "rmse", "mae", "loss") if "r2" in metrics else ("accuracy", "macro_f1", "loss")
-    return {k: metrics.get(k) for k in keys}
-
-
-def skipped_rows(bundle: DataBundle) -> dict[str, Any]:
-    dropped = {"train": bundle.train.dropped, "test": bundle.test.dropped}
-    return {"rows_without_target": dropped} if any(dropped.values()) else {}
-
-
-def data_record(config: Config, bundle: DataBundle) -> dict[str, Any]:
-    return {
-        split: {"path": _relative(table.path, config.root), "sha256": table.sha256,
-                "rows": table.rows, "features": len(table.features),
-                "rows_without_target": table.dropped}
-        for split, table in (("train", bundle.train), ("test", bundle.test))
-    }
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()

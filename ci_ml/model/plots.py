@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ci_ml.model.train import EpochStats
+if TYPE_CHECKING:   # torch-free at run time: a train.command project plots without torch
+    from ci_ml.model.train import EpochStats
 
 DPI = 100
 _PNG_METADATA: dict[str, str | None] = {"Software": None}

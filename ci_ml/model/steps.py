@@ -20,7 +20,9 @@ from ci_ml.model.layout import (
     ZOO_INPUT_RANKS,
     data_files,
     model_spec,
+    requirement_files,
     user_code_files,
+    uses_command,
 )
 from ci_ml.model.run_manifest import package_versions
 from ci_ml.pipeline.interface import Step, StepContext, StepInputs, StepOutcome, StepStatus
@@ -42,13 +44,19 @@ class TrainStep(Step):
     # 2: train-run.json and plots/ joined the outputs; old entries lack them.
     version = "2"
 
+    @classmethod
+    def extra_for(cls, config: Config) -> str | None:
+        # The team's script trains; ci-ml only runs the ONNX model it leaves on the data.
+        return "evaluate" if uses_command(config) else cls.extra
+
     def preflight(self, config: Config) -> None:
         from ci_ml.model import byo
 
         bundle = load_data(config)
-        if byo.uses_command(config):
+        if uses_command(config):
             byo.settings(config)
             byo.code_inputs(config, ())
+            requirement_files(config)
             return
         name = str(config.section("model").get("name", ""))
         if not name:
@@ -82,7 +90,7 @@ class TrainStep(Step):
         c = ctx.config
         sections = {"data": dict(c.section("data")), "model": dict(c.section("model")),
                     "train": dict(c.section("train"))}
-        if byo.uses_command(c):
+        if uses_command(c):
             # The team's code and its packages decide the model: both are in the key.
             return StepInputs(files=(*data_files(c), *byo.code_inputs(c, self._exclude(ctx))),
                               config=sections, tools={"environment": byo.environment_digest()})
@@ -97,9 +105,7 @@ class TrainStep(Step):
         return TRAIN_OUTPUTS
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        from ci_ml.model import byo
-
-        if byo.uses_command(ctx.config):
+        if uses_command(ctx.config):
             return self._run_command(ctx)
         from ci_ml.model.outputs import write_train_outputs
         from ci_ml.model.train import TrainSettings, train_model
@@ -133,7 +139,7 @@ class TrainStep(Step):
     def _run_command(self, ctx: StepContext) -> StepOutcome:
         from ci_ml.fsutil import hash_path, sha256_file
         from ci_ml.model import byo
-        from ci_ml.model.outputs import data_record, headline, skipped_rows, write_eval_plot
+        from ci_ml.model.records import data_record, headline, skipped_rows, write_eval_plot
 
         c = ctx.config
         exclude = self._exclude(ctx)
@@ -191,6 +197,12 @@ class PruneStep(Step):
     # 4: candidate/ (was pruned/), the candidate named as such, no-speedup models not shipped.
     version = "4"
 
+    @classmethod
+    def extra_for(cls, config: Config) -> str | None:
+        # A train.command model is shipped as the ONNX it is (ship_onnx_as_trained): files
+        # are copied, nothing is run, so the core install does it.
+        return None if uses_command(config) else cls.extra
+
     def preflight(self, config: Config) -> None:
         from ci_ml.model.prune.settings import PruneSettings
 
@@ -199,20 +211,31 @@ class PruneStep(Step):
     def inputs(self, ctx: StepContext) -> StepInputs:
         c = ctx.config
         data = c.section("data")
+        # Copying a train.command model uses no tool: its key is the same in every job.
+        tools = {} if uses_command(c) else package_versions(
+            "torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning")
         return StepInputs(
             files=data_files(c),
             config={"prune": dict(c.section("prune")), "data": dict(data)},
-            tools=package_versions("torch", "onnx", "onnxruntime", "onnxscript", "torch-pruning"),
+            tools=tools,
         )
 
     def outputs(self, config: Config) -> tuple[str, ...]:
         return (PRUNED_DIR, PRUNE_REPORT, PRUNE_PLOT)
 
     def run(self, ctx: StepContext) -> StepOutcome:
+        from ci_ml.model.card import TRAINER_COMMAND, read_card
+
+        # Checked before anything imports torch: a train.command project's job has none.
+        if read_card(ctx.artifact(MODEL_DIR)).trainer == TRAINER_COMMAND:
+            return ship_onnx_as_trained(ctx)
+        return self._prune(ctx)
+
+    def _prune(self, ctx: StepContext) -> StepOutcome:
         import shutil
 
         from ci_ml.errors import InputError
-        from ci_ml.model.card import REGRESSION, TRAINER_COMMAND, read_card
+        from ci_ml.model.card import REGRESSION
         from ci_ml.model.export import export_onnx, onnx_files
         from ci_ml.model.persist import SPEC, load_model, save_model
         from ci_ml.model.prune.persist import save_pruned
@@ -223,8 +246,6 @@ class PruneStep(Step):
         from ci_ml.model.zoo import card_spec
 
         section = ctx.config.section("prune")
-        if read_card(ctx.artifact(MODEL_DIR)).trainer == TRAINER_COMMAND:
-            return ship_onnx_as_trained(ctx)
         model, card = load_model(ctx.artifact(MODEL_DIR))
         out = ctx.output(PRUNED_DIR)
         out.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,14 @@ class Step(ABC):
     # can still take its result from the step cache.
     extra: ClassVar[str | None] = None
 
+    @classmethod
+    def extra_for(cls, config: Config) -> str | None:
+        """The extra the step needs to run with ``config``: ``extra`` unless the config
+        changes what the step runs (a train.command project trains without torch). The
+        runner checks it before running the step; the CI generator installs it in the
+        step's job."""
+        return cls.extra
+
     def enabled(self, config: Config) -> bool:
         return True
 

@@ -21,6 +21,7 @@ import ci_ml
 from ci_ml.config import Config
 from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
+from ci_ml.extras import missing as missing_modules
 from ci_ml.extras import require
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
 from ci_ml.pipeline.cache import StepCache, cache_key_from_env, check_cache_dir
@@ -170,8 +171,9 @@ def run_pipeline(
     # writes; a step the cache will answer costs nothing (not even importing torch).
     for step_cls in steps:
         if step_cls.name in plan.will_run:
-            if step_cls.extra is not None:
-                require(step_cls.extra, f"step {step_cls.name}")
+            extra = step_cls.extra_for(config)
+            if extra is not None:
+                require(extra, f"step {step_cls.name}")
             preflight = getattr(step_cls(), "preflight", None)
             if callable(preflight):
                 preflight(config)
@@ -218,7 +220,7 @@ def _run_one(
     ctx.reset_staging()
     declared = planned_inputs if planned_inputs is not None else step.inputs(ctx)
     key_material = _key_material(step, config, declared, output_hashes, stage)
-    key = _cache_key(step, key_material, cache, force)
+    key = _cache_key(step, config, key_material, cache, force)
     outputs = step.outputs(config)
     outcome = None if (force or not step.cacheable) else cache.lookup(step.name, key)
     if outcome is not None and not cache.restore(step.name, key, outputs, ctx.staging):
@@ -262,17 +264,22 @@ def _context(step: Step, config: Config, out_dir: Path, staging_root: Path, stag
                        stage=stage, reporter=reporter, force=force)
 
 
-def _cache_key(step: Step, material: dict[str, Any], cache: StepCache, force: bool) -> str:
+def _cache_key(step: Step, config: Config, material: dict[str, Any], cache: StepCache,
+               force: bool) -> str:
     """The step's cache key; where its tools are not installed, the key of the entry made
     with the tool versions the job that ran it had.
 
     A lean job (the gate's core install, no torch) cannot run train or prune, nor compute
-    their keys: torch's version is part of them. Any entry whose key is what every other
-    input gives with the entry's own recorded tool versions is that step's result.
+    their keys: torch's version is part of them. Nor can a job without the step's extra
+    know the environment a train.command ran in (the digest of the packages installed
+    where it ran). Any entry whose key is what every other input gives with the entry's
+    own recorded tool versions is that step's result.
     """
     key = hash_json(material)
     tools = material["tools"]
-    if force or not step.cacheable or MISSING not in tools.values():
+    extra = step.extra_for(config)
+    runs_here = extra is None or not missing_modules(extra)
+    if force or not step.cacheable or (runs_here and MISSING not in tools.values()):
         return key
     for entry_key, recorded in cache.recorded_tools(step.name):
         if set(recorded) == set(tools) and MISSING not in recorded.values():
@@ -332,7 +339,8 @@ def _plan_into(steps: Sequence[type[Step]], config: Config, out_dir: Path, stagi
             continue
         ctx = _context(step, config, out_dir, staging_root, stage, force, reporter)
         declared[step.name] = step.inputs(ctx)
-        key = _cache_key(step, _key_material(step, config, declared[step.name], predicted, stage),
+        key = _cache_key(step, config,
+                         _key_material(step, config, declared[step.name], predicted, stage),
                          cache, force)
         hashes = cache.output_hashes(step.name, key, step.outputs(config))
         if hashes is None:
