@@ -8,6 +8,7 @@ import pytest
 
 from ci_ml.config import load_config
 from ci_ml.errors import ConfigError
+from tests.conftest import FIXTURES
 
 MINIMAL = """\
 data: {train: a.csv, test: b.csv, target: y}
@@ -73,3 +74,19 @@ def test_digest_changes_only_with_the_section(tmp_path: Path) -> None:
     b = load_config(cwd=tmp_path)
     assert a.digest("data") == b.digest("data")
     assert a.digest("train") != b.digest("train")
+
+
+def test_a_train_command_config_validates_again_once_its_defaults_are_filled(
+        tmp_path: Path) -> None:
+    """Scan commands re-validate the loaded config (defaults filled, `model: {}` among
+    them): a project trained by train.command has no model name, and needs none."""
+    from ci_ml.scan.command import with_overrides
+
+    config = load_config(FIXTURES / "sklearn-example" / "ci-ml.yaml")
+    assert "name" not in config.section("model")
+    for scanner in ("code", "deps", "model"):
+        with_overrides(config, scanner, {})
+    zoo = tmp_path / "ci-ml.yaml"
+    zoo.write_text("data: {train: a.csv, test: b.csv, target: y}\nmodel: {params: {}}\n")
+    with pytest.raises(ConfigError, match="model: missing required key 'name'"):
+        load_config(zoo)

@@ -103,6 +103,7 @@ def test_the_environment_is_reused_until_a_requirements_file_changes(job: Path) 
     # Without requirement files the job gets ci-ml's environment, not the project's.
     plain = run_install(job, "")
     assert plain.venv not in (first.venv, changed.venv)
+    assert f"ci-ml setup: pip install {PACKAGE}\n" in plain.output
     assert pip_calls(job)[-1][-1] == PACKAGE
 
 
