@@ -8,14 +8,17 @@ leaves no model, leaves a model with the wrong inputs, or hangs past train.timeo
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import CliResult, run_cli
+from tests.conftest import REPO, CliResult, run_cli
 from tests.datasets.projects import copy_example, example_run  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train-command")]
@@ -247,3 +250,52 @@ def test_external_data_outside_the_output_dir_is_refused(tmp_path: Path) -> None
     assert "external data '../../../../../../etc/hostname' is not a file beside the model" \
         in _one_error(result)
     _nothing_of_train(root)
+
+
+# A CI job with another install than the train job's: modules named in argv[1] are "not
+# installed", and the installed packages differ from those the script trained with.
+LEAN_JOB = """
+import sys
+import ci_ml.extras, ci_ml.model.byo
+absent = set(sys.argv[1].split(","))
+installed = ci_ml.extras.module_available
+ci_ml.extras.module_available = lambda name: name not in absent and installed(name)
+ci_ml.model.byo.environment_digest = lambda: "0" * 64
+from ci_ml.cli import main
+sys.argv = ["ci-ml", *sys.argv[2:]]
+main()
+"""
+
+
+def run_job(root: Path, absent: str, *args: str) -> CliResult:
+    proc = subprocess.run([sys.executable, "-c", LEAN_JOB, absent, *args], cwd=root,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_job_without_the_evaluate_extra_takes_train_from_the_cache(
+        example_run: tuple[Path, CliResult], tmp_path: Path) -> None:  # noqa: F811
+    """The prune, scan and gate jobs of a generated pipeline: train.command's packages are
+    not installed there, so they cannot compute its key; they take the entry the train
+    job made, and never run the script."""
+    root = tmp_path / "project"
+    shutil.copytree(example_run[0], root, symlinks=True)
+    lean = run_job(root, "onnxruntime", "prune")
+    assert lean.code == 0, lean.output
+    assert "steps: 0 ran, 3 from cache" in lean.stdout and "train cached" in lean.stderr
+    assert "train.command: " not in lean.output
+    # Where the step can run, other packages are another environment: the script runs.
+    full = run_job(root, "", "prune")
+    assert full.code == 0, full.output
+    assert "train.command: " in full.output and "steps: 2 ran, 1 from cache" in full.stdout
+
+
+def test_without_a_cache_entry_the_missing_extra_is_named(tmp_path: Path) -> None:
+    root = copy_example(tmp_path / "project")
+    result = run_job(root, "onnxruntime", "train")
+    assert result.code == 2
+    assert result.stderr.strip() == ("error: step train needs the [evaluate] extra "
+                                     "(onnxruntime is not installed): pip install "
+                                     "'ci-ml[evaluate]'"), result.stderr
+    assert not (root / "ci-ml-out").exists()
