@@ -40,14 +40,16 @@ def size_mb(root: Path) -> float:
     return total / 1e6
 
 
-def install(requirement: str, work: Path, constraints: Path) -> tuple[float, float]:
-    """(seconds, MB of the environment) for one fresh venv with ``requirement``."""
+def install(requirement: str, work: Path, constraints: Path, *more: str) -> tuple[float, float]:
+    """(seconds, MB of the environment) for one fresh venv with ``requirement`` (and ``more``
+    pip arguments, e.g. ``-r requirements.txt``, in the same resolution)."""
     venv = Path(tempfile.mkdtemp(dir=work, prefix="venv-"))
     env = {**os.environ, "PIP_CONSTRAINT": str(constraints)}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--no-compile", "--disable-pip-version-check", requirement], check=True, env=env,
+                    "--no-compile", "--disable-pip-version-check", requirement, *more], check=True,
+                   env=env,
                    capture_output=True)
     seconds = time.perf_counter() - start
     mb = size_mb(venv)

@@ -173,3 +173,13 @@ def test_generated_files_install_the_requirements_in_the_train_job_only(project:
     spec, jobs = list(component)
     assert jobs["ci-ml-train"]["variables"]["CI_ML_JOB_REQUIREMENTS"] == \
         "$[[ inputs.requirements ]]"
+
+
+def test_train_refuses_a_named_requirements_file_that_is_missing(project: Path) -> None:
+    configure(project, train__requirements=["requirements.txt", "ci/missing.txt"])
+    result = run_cli("train", "--config", project / "ci-ml.yaml", "--out", project / "out")
+    assert result.code == 2
+    assert result.stderr.startswith("error: train.requirements: ci/missing.txt is not a file "
+                                    "in the project"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (project / "out").exists() and "train.command" not in result.output

@@ -206,3 +206,24 @@ def test_published_github_actions_variant_validates(full_project: Path) -> None:
     assert run_cli("generate", "github", "--config", full_project / "ci-ml.yaml").code == 0
     check_jsonschema("github-workflows", [full_project / ".github/workflows/ci-ml.yml"])
     zizmor(full_project / ".github")
+
+
+def test_a_train_command_project_with_requirements_validates(tmp_path: Path) -> None:
+    """The sklearn example's pipelines (train job: [evaluate] and `requirements`)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "fixtures" / "sklearn-example", repo,
+                    ignore=shutil.ignore_patterns(".ci-ml-cache", "__pycache__"))
+    cfg = yaml.safe_load((repo / "ci-ml.yaml").read_text())
+    cfg["ci"] = {"source": {"url": "https://github.com/ci-ml/ci-ml", "ref": SHA}}
+    (repo / "ci-ml.yaml").write_text(yaml.safe_dump(cfg))
+    for target in ("github", "gitlab"):
+        assert run_cli("generate", target, "--config", repo / "ci-ml.yaml").code == 0
+    check_jsonschema("github-workflows", [repo / ".github/workflows/ci-ml.yml"])
+    check_jsonschema("github-actions", sorted((repo / ".github/actions/ci-ml").glob("*/action.yml")))
+    zizmor(repo / ".github")
+    gitlab_components_validate(repo / ".gitlab/ci-ml", tmp_path)
+    preview = gitlab_preview_validates(repo, tmp_path)
+    train = preview["ci-ml-train"]
+    assert train["variables"]["CI_ML_JOB_REQUIREMENTS"] == "requirements.txt"
+    assert "[evaluate]" in train["variables"]["CI_ML_JOB_PACKAGE"]
+    assert preview["ci-ml-prune"]["variables"]["CI_ML_JOB_REQUIREMENTS"] == ""
