@@ -13,12 +13,10 @@ each round, the medians and the ratios [train] / [evaluate].
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from install import build_wheel, install
+from install import compare
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "sklearn-example" / \
     "requirements.txt"
@@ -29,29 +27,13 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ci-ml-bench-byo-") as tmp:
-        work = Path(tmp)
-        wheel = build_wheel(work)
-        constraints = work / "constraints.txt"
-        constraints.write_text("torch==2.13.0\n")
-        kinds = {"[evaluate]": f"{wheel}[evaluate]", "[train]": f"{wheel}[train]"}
-        more = ("-r", str(REQUIREMENTS))
-        for requirement in kinds.values():        # warm pip's cache, untimed
-            install(requirement, work, constraints, *more)
-        results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
-        for r in range(args.rounds):
-            for kind, requirement in kinds.items():
-                seconds, mb = install(requirement, work, constraints, *more)
-                results[kind].append((seconds, mb))
-                print(f"round {r + 1}: {kind:11s} + requirements.txt {seconds:6.1f} s  "
-                      f"{mb:7.0f} MB", flush=True)
-        med = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v))
-               for k, v in results.items()}
-        (lean_s, lean_mb), (full_s, full_mb) = med["[evaluate]"], med["[train]"]
-        print(f"median: [evaluate] {lean_s:.1f} s, {lean_mb:.0f} MB; [train] {full_s:.1f} s, "
-              f"{full_mb:.0f} MB")
-        print(f"[train] / [evaluate]: {full_s / lean_s:.1f}x the time, "
-              f"{full_mb / lean_mb:.1f}x the size")
+    med = compare({"[evaluate]": "[evaluate]", "[train]": "[train]"}, args.rounds,
+                  "-r", str(REQUIREMENTS))
+    (lean_s, lean_mb), (full_s, full_mb) = med["[evaluate]"], med["[train]"]
+    print(f"median (with requirements.txt): [evaluate] {lean_s:.1f} s, {lean_mb:.0f} MB; "
+          f"[train] {full_s:.1f} s, {full_mb:.0f} MB")
+    print(f"[train] / [evaluate]: {full_s / lean_s:.1f}x the time, "
+          f"{full_mb / lean_mb:.1f}x the size")
     return 0
 
 

@@ -57,31 +57,36 @@ def install(requirement: str, work: Path, constraints: Path, *more: str) -> tupl
     return seconds, mb
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+def compare(kinds: dict[str, str], rounds: int, *more: str) -> dict[str, tuple[float, float]]:
+    """Median (seconds, MB) per kind: label -> the extras after the wheel ("" or "[all]"),
+    each installed with ``more`` pip arguments; prints every round."""
     with tempfile.TemporaryDirectory(prefix="ci-ml-bench-install-") as tmp:
         work = Path(tmp)
         wheel = build_wheel(work)
         constraints = work / "constraints.txt"
         constraints.write_text("torch==2.13.0\n")
-        kinds = {"core (gate job)": str(wheel), "full ([all])": f"{wheel}[all]"}
-        for requirement in kinds.values():        # warm pip's cache, untimed
-            install(requirement, work, constraints)
+        for extras in kinds.values():              # warm pip's cache, untimed
+            install(f"{wheel}{extras}", work, constraints, *more)
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
-        for r in range(args.rounds):
-            for kind, requirement in kinds.items():
-                seconds, mb = install(requirement, work, constraints)
+        for r in range(rounds):
+            for kind, extras in kinds.items():
+                seconds, mb = install(f"{wheel}{extras}", work, constraints, *more)
                 results[kind].append((seconds, mb))
                 print(f"round {r + 1}: {kind:16s} {seconds:6.1f} s  {mb:7.0f} MB", flush=True)
-        med = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v))
-               for k, v in results.items()}
-        (core_s, core_mb), (full_s, full_mb) = med["core (gate job)"], med["full ([all])"]
-        print(f"median: core {core_s:.1f} s, {core_mb:.0f} MB; full {full_s:.1f} s, "
-              f"{full_mb:.0f} MB")
-        print(f"full / core: {full_s / core_s:.1f}x the time, {full_mb / core_mb:.1f}x the size")
+    return {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v))
+            for k, v in results.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    med = compare({"core (gate job)": "", "full ([all])": "[all]"}, args.rounds)
+    (core_s, core_mb), (full_s, full_mb) = med["core (gate job)"], med["full ([all])"]
+    print(f"median: core {core_s:.1f} s, {core_mb:.0f} MB; full {full_s:.1f} s, "
+          f"{full_mb:.0f} MB")
+    print(f"full / core: {full_s / core_s:.1f}x the time, {full_mb / core_mb:.1f}x the size")
     return 0
 
 
