@@ -2,9 +2,10 @@
 
 The jobs mirror ``ci-ml run``: data check, train, prune, one job per enabled
 scanner, then the gate. Promotion follows the gate: staging on pushes to the
-default branch, production on release tags (behind an approval). A scanner or
-step switched off in the config has no job, so the pipeline never runs a step
-the local run would skip.
+default branch, production on release tags (behind an approval). A scanner
+switched off in the config has no job, so the pipeline never runs a step the
+local run would skip; prune always has one, as it always runs locally: with
+pruning off it still exports the candidate.
 """
 
 from __future__ import annotations
@@ -132,13 +133,15 @@ def plan_jobs(config: Config, requirements: tuple[str, ...] = ()) -> tuple[Job, 
         Job("train", "train", "train", needs=("data-check",),
             extras=step_extras("train", config), requirements=requirements),
     ]
-    model_job = "train"
-    if config.section("prune")["enabled"]:
-        # A train.command model is shipped as trained (no project code runs in prune).
-        jobs.append(Job("prune", "prune", "prune", needs=("train",),
-                        extras=step_extras("prune", config),
-                        requirements=() if uses_command(config) else requirements))
-        model_job = "prune"
+    # The prune step always runs, pruning or not: it exports the candidate the scans, the
+    # gate and promotion take. Without its job, the first of them would have to run it
+    # (with [train], which their installs lack). A train.command model is shipped as
+    # trained: no project code runs in prune then.
+    jobs.append(Job("prune", "prune", "prune" if config.section("prune")["enabled"] else
+                    "export the candidate", needs=("train",),
+                    extras=step_extras("prune", config),
+                    requirements=() if uses_command(config) else requirements))
+    model_job = "prune"
     scan = config.section("scan")
     for scanner in SCANNER_ORDER:
         # A scanner the config schema does not know (yet) has no job.

@@ -52,18 +52,21 @@ def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
     assert plan.job("scan-dast").extras == ("scan", "serve")
 
 
-def test_disabled_scanners_and_steps_have_no_job(tmp_path: Path) -> None:
+def test_disabled_scanners_have_no_job_and_prune_always_has_one(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, scan__deps={"enabled": False}, scan__model={"enabled": False},
                     scan__dast={"enabled": False}, prune={"enabled": False},
                     ci__promote=False)
-    assert plan.job_ids == ("data-check", "train", "scan-code", "gate-staging",
+    assert plan.job_ids == ("data-check", "train", "prune", "scan-code", "gate-staging",
                             "gate-production")
+    # Pruning off, the prune step still exports the candidate: its job installs [train],
+    # so the scans and the gate (without torch) take the candidate from its artifacts.
+    assert plan.job("prune").extras == ("train",) and plan.job("prune").title != "prune"
 
 
 def test_image_and_dast_scans_need_the_model(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, scan__image={"enabled": True}, scan__dast={"enabled": True},
                     prune={"enabled": False}, serve={"port": 9000})
-    assert plan.job("scan-image").needs == ("train",) and plan.job("scan-image").build_image
+    assert plan.job("scan-image").needs == ("prune",) and plan.job("scan-image").build_image
     assert plan.job("scan-dast").dast and plan.job("scan-dast").zap
     assert plan.serve_port == 9000
 
