@@ -154,9 +154,10 @@ def plan_jobs(config: Config, requirements: tuple[str, ...] = ()) -> tuple[Job, 
                         scanner=scanner, build_image=scanner == "image", dast=dast,
                         zap=dast and bool(ci["zap"]), extras=SCAN_EXTRAS.get(scanner, ("scan",))))
     evidence = tuple(j.id for j in jobs)
+    registry = registry_extras(config)
     # The gate takes every step from the cache, except the DAST scan of a live endpoint,
     # which is never cached and so runs again there: it serves the model.
-    gate_extras = ("serve",) if any(j.dast for j in jobs) else ()
+    gate_extras = (("serve",) if any(j.dast for j in jobs) else ()) + registry
     for stage, gate_trigger, promote_trigger in (
         ("staging", Trigger.NOT_RELEASE, Trigger.DEFAULT_BRANCH),
         ("production", Trigger.RELEASE, Trigger.RELEASE),
@@ -167,12 +168,21 @@ def plan_jobs(config: Config, requirements: tuple[str, ...] = ()) -> tuple[Job, 
             jobs.append(Job(f"promote-{stage}", "promote", f"promote ({stage})",
                             needs=(f"gate-{stage}",), trigger=promote_trigger, stage=stage,
                             deploy=bool(ci["deploy"]),
-                            extras=("deploy",) if ci["deploy"] else ()))
+                            extras=(("deploy",) if ci["deploy"] else ()) + registry))
     # The scheduled monitor job (ci-ml monitor --trigger): it alone runs on the schedule.
     if config.section("monitor")["schedule"]:
         jobs.append(Job("monitor", "monitor", "monitor", trigger=Trigger.SCHEDULE,
-                        extras=("monitor",)))
+                        extras=("monitor", *registry)))
     return tuple(jobs)
+
+
+def registry_extras(config: Config) -> tuple[str, ...]:
+    """What the jobs that read or write the model registry (gate, promote, monitor) install
+    for it: the pipelines' registry is an OCI repository unless the CI variable
+    CI_ML_REGISTRY says otherwise (GHCR, GitLab's registry), and MLflow's client when the
+    config's backend is MLflow (the variable then names its tracking server)."""
+    backend = str(config.section("registry")["backend"])
+    return ("oci", "mlflow") if backend == "mlflow" else ("oci",)
 
 
 def build_plan(config: Config, repo: Path, out: Path) -> PipelinePlan:

@@ -118,6 +118,7 @@ class ProcessResult:
     usage: Usage
     log_tail: str           # the end of stdout + stderr, decoded leniently
     stragglers: int = 0     # processes still alive after the leader exited (then killed)
+    spawn_error: str | None = None   # the command could not be started (the OS's reason)
 
     @property
     def ok(self) -> bool:

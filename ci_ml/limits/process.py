@@ -212,7 +212,8 @@ def _spawn_failure(argv: Sequence[str], exc: OSError, limits: Limits) -> Process
     code = 127 if isinstance(exc, FileNotFoundError) else 126
     what = "command not found" if code == 127 else f"cannot execute ({exc.strerror})"
     return ProcessResult(tuple(argv), code, None, False, False, Enforcement.NONE, limits,
-                         Usage(), f"ci-ml: {argv[0]}: {what}\n")
+                         Usage(), f"ci-ml: {argv[0]}: {what}\n",
+                         spawn_error=exc.strerror or str(exc))
 
 
 def run_limited(

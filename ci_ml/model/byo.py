@@ -33,6 +33,7 @@ from ci_ml.data.loader import DataBundle, load_data
 from ci_ml.data.reference import prediction_reference
 from ci_ml.errors import ConfigError, InputError, ToolError
 from ci_ml.fsutil import IGNORED_DIRS, atomic_write_json, sha256_file
+from ci_ml.limits import Limits, ProcessResult, run_limited
 from ci_ml.model.binding import class_order, infer_bindings, infer_outputs
 from ci_ml.model.card import (
     CARD,
@@ -42,7 +43,6 @@ from ci_ml.model.card import (
     ModelCard,
     fields_from_schema,
 )
-from ci_ml.model.command import CommandResult, run_limited
 from ci_ml.model.inference import OnnxModel, Prediction, make_session
 from ci_ml.model.metrics import score_predictions
 from ci_ml.model.run_manifest import cpu_model, git_state
@@ -111,15 +111,17 @@ def child_environment(config: Config, bundle: DataBundle, output: Path, seed: in
     return env
 
 
-def _check_result(result: CommandResult, argv: list[str], timeout_s: float) -> None:
-    last = next((line.strip() for line in reversed(result.tail.splitlines()) if line.strip()),
+def _check_result(result: ProcessResult, argv: list[str], timeout_s: float) -> None:
+    if result.spawn_error is not None:
+        raise InputError(f"train.command: cannot run {argv[0]!r}: {result.spawn_error}")
+    last = next((line.strip() for line in reversed(result.log_tail.splitlines()) if line.strip()),
                 "no output")[:300]
     shown = " ".join(argv)[:120]
     if result.timed_out:
         raise ToolError(f"train.command timed out after {timeout_s:g} s (train.timeout_s): "
                         f"killed its process group; last output: {last}")
-    if result.signalled is not None:
-        raise ToolError(f"train.command was killed by signal {result.signalled} (out of memory?):"
+    if result.signal is not None:
+        raise ToolError(f"train.command was killed by signal {result.signal} (out of memory?):"
                         f" {shown}; last output: {last}")
     if result.returncode != 0:
         raise InputError(f"train.command exited with code {result.returncode}: {shown}; "
@@ -223,13 +225,11 @@ def train_with_command(config: Config, staging: Path, model_dir: Path, exclude: 
     shutil.rmtree(work, ignore_errors=True)
     output.mkdir(parents=True)
     say(f"train.command: {' '.join(argv)[:120]} (timeout {timeout_s:g} s)")
-    try:
-        result = run_limited(argv, cwd=config.root, env=child_environment(config, bundle,
-                                                                           output, seed),
-                             timeout_s=timeout_s, log=work / LOG)
-    except OSError as exc:
-        raise InputError(f"train.command: cannot run {argv[0]!r}: {exc.strerror or exc}") \
-            from None
+    # The step's own limits (memory, cgroup) hold the whole tree already; this adds the
+    # command's timeout, and ends its process group however it exits.
+    result = run_limited(argv, Limits(timeout_s=timeout_s), cwd=config.root,
+                         env=child_environment(config, bundle, output, seed),
+                         log_path=work / LOG, measure=False)
     _check_result(result, argv, timeout_s)
     onnx_path = _check_onnx(output)
     card = build_card(onnx_path, bundle)
@@ -251,7 +251,7 @@ def train_with_command(config: Config, staging: Path, model_dir: Path, exclude: 
     shutil.rmtree(work, ignore_errors=True)
     return {"metrics": metrics, "claimed": claimed, "bundle": bundle, "card": card,
             "run": {"argv": argv, "returncode": result.returncode,
-                    "duration_s": round(result.duration_s, 3), "timeout_s": timeout_s,
+                    "duration_s": round(result.usage.wall_s, 3), "timeout_s": timeout_s,
                     "seed": seed}}
 
 

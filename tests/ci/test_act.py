@@ -99,7 +99,7 @@ def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
     source = setup.source
     for job, extras in (("data-check", "[data]"), ("train", "[train]"), ("prune", "[train]"),
                         ("scan-code", "[scan]"), ("scan-dast", "[scan,serve]"),
-                        ("gate-staging", "[serve]"), ("promote-staging", "")):
+                        ("gate-staging", "[oci,serve]"), ("promote-staging", "[oci]")):
         assert installs(branch_run.logs[job]) == [source.requirement(extras)], job
 
 

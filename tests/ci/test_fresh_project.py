@@ -90,8 +90,8 @@ def test_first_push_to_main_passes_in_act(fresh: Fresh, tmp_path: Path) -> None:
     jobs = yaml.safe_load((repo / ".github/workflows/ci-ml.yml").read_text())["jobs"]
     expected = {j for j in jobs if "production" not in j}
     assert run.results == {job: "success" for job in expected}
-    assert installs(run.logs["gate-staging"]) == [fresh.source.requirement()]
-    assert installs(run.logs["promote-staging"]) == [fresh.source.requirement("[deploy]")]
+    assert installs(run.logs["gate-staging"]) == [fresh.source.requirement("[oci]")]
+    assert installs(run.logs["promote-staging"]) == [fresh.source.requirement("[deploy,oci]")]
     assert json.loads((out / "decision.json").read_text())["decision"] == "pass"
     check_deployment(out)
 

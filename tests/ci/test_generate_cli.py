@@ -163,21 +163,21 @@ def test_every_job_installs_the_pinned_source_with_only_its_extra(project: Path)
     pin = f" @ git+{SOURCE['url']}@{SOURCE['ref']}"
     assert package("train") == package("prune") == "ci-ml[train]" + pin
     assert package("scan-code") == "ci-ml[scan]" + pin
-    assert package("gate-staging") == "ci-ml" + pin
+    assert package("gate-staging") == "ci-ml[oci]" + pin
     assert package("data-check") == "ci-ml[data]" + pin
-    assert package("promote-staging") == "ci-ml[deploy]" + pin
+    assert package("promote-staging") == "ci-ml[deploy,oci]" + pin
     includes = yaml.safe_load((project / ".gitlab-ci.yml").read_text())["include"]
     by_job = {i["inputs"].get("target") or i["inputs"].get("scanner") or i["local"]:
               i["inputs"]["package"] for i in includes}
     assert by_job[".gitlab/ci-ml/train.yml"] == "ci-ml[train]" + pin
-    assert by_job["staging"] in ("ci-ml" + pin, "ci-ml[deploy]" + pin)
+    assert by_job["staging"] in ("ci-ml[oci]" + pin, "ci-ml[deploy,oci]" + pin)
 
 
 def test_a_published_package_gets_each_job_s_extra(project: Path) -> None:
     cfg = edit(project, package="ci-ml==0.2.0")
     assert run_cli("generate", "github", "--config", cfg).code == 0
     text = (project / WORKFLOW).read_text()
-    assert 'package: "ci-ml[train]==0.2.0"' in text and 'package: "ci-ml==0.2.0"' in text
+    assert 'package: "ci-ml[train]==0.2.0"' in text and 'package: "ci-ml[oci]==0.2.0"' in text
     assert "git+" not in text
 
 

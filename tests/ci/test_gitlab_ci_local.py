@@ -75,7 +75,7 @@ def test_each_job_installs_ci_ml_from_the_pinned_commit_with_only_its_extra(
     """Nothing is preinstalled: the generated setup installs every job's ci-ml."""
     for job, extras in (("ci-ml-data-check", "[data]"), ("ci-ml-train", "[train]"),
                         ("ci-ml-scan-deps", "[scan]"), ("ci-ml-scan-dast", "[scan,serve]"),
-                        ("ci-ml-gate-staging", "[serve]"), ("ci-ml-promote-staging", "")):
+                        ("ci-ml-gate-staging", "[oci,serve]"), ("ci-ml-promote-staging", "[oci]")):
         assert installs(pipeline.run.logs[job]) == [pipeline.source.requirement(extras)], job
 
 

@@ -47,9 +47,18 @@ def test_example_jobs_follow_the_local_run(tmp_path: Path) -> None:
     assert plan.package == f"ci-ml @ git+{source['url']}@{source['ref']}"
     assert plan.job("train").extras == ("train",) and plan.job("scan-code").extras == ("scan",)
     assert plan.job("data-check").extras == ("data",)
-    # The gate takes every step from the cache but the live DAST scan, which serves the model.
-    assert plan.job("gate-staging").extras == ("serve",)
+    # The gate takes every step from the cache but the live DAST scan, which serves the model;
+    # it reads the registry (the regression baseline), an OCI repository in the pipelines.
+    assert plan.job("gate-staging").extras == ("serve", "oci")
     assert plan.job("scan-dast").extras == ("scan", "serve")
+    assert set(plan.job("promote-staging").extras) >= {"oci"}
+
+
+def test_jobs_that_use_the_registry_install_its_client(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, registry={"backend": "mlflow"}, scan__dast={"enabled": False})
+    for job in ("gate-staging", "gate-production", "promote-staging", "promote-production"):
+        assert {"oci", "mlflow"} <= set(plan.job(job).extras), job
+    assert "oci" not in plan.job("train").extras and "oci" not in plan.job("scan-code").extras
 
 
 def test_disabled_scanners_have_no_job_and_prune_always_has_one(tmp_path: Path) -> None:
