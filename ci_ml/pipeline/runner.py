@@ -21,7 +21,7 @@ import ci_ml
 from ci_ml.config import Config
 from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
-from ci_ml.extras import require
+from ci_ml.extras import require_all
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
 from ci_ml.pipeline.cache import StepCache, cache_key_from_env, check_cache_dir
 from ci_ml.pipeline.execute import check_limits, execute, note_selection
@@ -168,10 +168,10 @@ def run_pipeline(
     note_selection(only)
     # Every step that will really run validates its inputs before any of them runs or
     # writes; a step the cache will answer costs nothing (not even importing torch).
+    require_all([(s.extra, f"step {s.name}") for s in steps
+                 if s.name in plan.will_run and s.extra is not None])
     for step_cls in steps:
         if step_cls.name in plan.will_run:
-            if step_cls.extra is not None:
-                require(step_cls.extra, f"step {step_cls.name}")
             preflight = getattr(step_cls(), "preflight", None)
             if callable(preflight):
                 preflight(config)
