@@ -136,10 +136,10 @@ class RowHashSet:
     """
 
     def __init__(self, partition: Partition, *, unique: bool,
-                 memory_rows: int = MEMORY_ROWS) -> None:
+                 memory_rows: int | None = None) -> None:
         self.partition = partition
         self.unique = unique
-        self.memory_rows = memory_rows
+        self.memory_rows = MEMORY_ROWS if memory_rows is None else memory_rows
         self.rows = 0
         self._held: list[np.ndarray] = []
         self._held_rows = 0
