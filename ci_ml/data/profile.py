@@ -152,10 +152,13 @@ class ColumnProfiler:
             return
         if self.shift is None:
             self.shift = float(values[0])
-        centered = values - self.shift
+        # Values near float64's range (1e300 in a broken export) overflow the sums to inf:
+        # the mean and std say so; numpy's warning would only be noise on the console.
+        with np.errstate(over="ignore", invalid="ignore"):
+            centered = values - self.shift
+            self.total += float(centered.sum())
+            self.total_sq += float(np.dot(centered, centered))
         self.count += values.size
-        self.total += float(centered.sum())
-        self.total_sq += float(np.dot(centered, centered))
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
         if self.integral and not np.all(np.floor(values) == values):
