@@ -13,6 +13,7 @@ each extra (a test compares them).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ci_ml.errors import UsageError
@@ -59,13 +60,18 @@ OPT_IN = frozenset({"mlflow"})
 
 
 class MissingExtraError(UsageError):
-    """A command or step needs an optional part of ci-ml that is not installed (exit 2)."""
+    """A command or step needs optional parts of ci-ml that are not installed (exit 2)."""
 
-    def __init__(self, extra: Extra, what: str, missing: tuple[str, ...]) -> None:
-        self.extra = extra
-        super().__init__(f"{what} needs the [{extra.name}] extra ({', '.join(missing)} "
-                         f"{'is' if len(missing) == 1 else 'are'} not installed): "
-                         f"pip install 'ci-ml[{extra.name}]'")
+    def __init__(self, extra: Extra | tuple[Extra, ...], what: str,
+                 missing: tuple[str, ...]) -> None:
+        self.extras = extra if isinstance(extra, tuple) else (extra,)
+        self.extra = self.extras[0]
+        names = [e.name for e in self.extras]
+        label = (f"the [{names[0]}] extra" if len(names) == 1 else
+                 "the " + " and ".join(f"[{n}]" for n in names) + " extras")
+        super().__init__(f"{what} {'needs' if len(names) == 1 else 'need'} {label} "
+                         f"({', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                         f"installed): pip install 'ci-ml[{','.join(names)}]'")
 
 
 def module_available(name: str) -> bool:
@@ -84,3 +90,21 @@ def require(extra: str, what: str) -> None:
     absent = EXTRAS[extra].missing()
     if absent:
         raise MissingExtraError(EXTRAS[extra], what, absent)
+
+
+def require_all(needs: Sequence[tuple[str, str]]) -> None:
+    """``(extra, what)`` pairs: one error naming every missing extra and one pip command
+    that installs them all, rather than one missing extra per attempt."""
+    short = [(EXTRAS[extra], what) for extra, what in needs if EXTRAS[extra].missing()]
+    if not short:
+        return
+    extras = tuple(sorted({e for e, _ in short}, key=lambda e: e.name))
+    modules = tuple(dict.fromkeys(m for e in extras for m in e.missing()))
+    whats = ", ".join(dict.fromkeys(what for _, what in short))
+    raise MissingExtraError(extras, whats, modules)
+
+
+def extra_of_module(module: str) -> Extra | None:
+    """The extra that brings ``module`` (a top-level import name), if one does."""
+    top = module.split(".")[0]
+    return next((e for e in EXTRAS.values() if top in e.modules), None)

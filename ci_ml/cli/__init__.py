@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -26,6 +27,7 @@ from ci_ml.cli import (
     serve,
 )
 from ci_ml.errors import EXIT_INTERRUPTED, EXIT_TOOL, EXIT_USAGE, CiMlError
+from ci_ml.extras import MissingExtraError, extra_of_module
 
 FAMILIES = (project, pipeline, model, scan, serve, registry, deploy, generate, monitor, autofix)
 
@@ -69,10 +71,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # a bug in ci-ml, not the user's mistake
+    except ModuleNotFoundError as exc:
+        # An import of an optional part that no `require()` guarded: still the user's
+        # install, not a bug, when an extra brings that module.
+        extra = extra_of_module(exc.name or "")
+        if extra is None:
+            _internal(exc, args)
         if _wants_traceback(args):
             traceback.print_exc()
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
-                   "(run with --verbose for a traceback)", err=True)
-        sys.exit(EXIT_TOOL)
+        missing = MissingExtraError(extra, "this command", (exc.name or "",))
+        click.echo(f"error: {missing.message}", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # a bug in ci-ml, not the user's mistake
+        _internal(exc, args)
     sys.exit(0)
+
+
+def _internal(exc: Exception, args: Sequence[str]) -> NoReturn:
+    if _wants_traceback(args):
+        traceback.print_exc()
+    click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
+               "(run with --verbose for a traceback)", err=True)
+    sys.exit(EXIT_TOOL)

@@ -23,6 +23,9 @@ from ci_ml.scan.advisory_source import choose_source
 def init(directory: Path, target: str | None, force: bool, test_size: float, seed: int) -> None:
     """Write a commented ci-ml.yaml for an existing project (finds its CSV or Parquet data;
     a single data file is split into train and test, seeded and stratified)."""
+    from ci_ml.extras import require
+
+    require("data", "ci-ml init")  # it reads the data files (pyarrow)
 
     def ask(candidates: list[str], guess: str) -> str:
         if not sys.stdin.isatty():

@@ -4,8 +4,9 @@ One pass over the training split profiles every column (``ci_ml.data.profile``) 
 hashes every row; the schema comes from ``data.schema`` or is inferred from that
 profile; one pass over the test split profiles it against the schema (ranges,
 categories, kinds) and hashes its rows. Memory: the reader's batches, per column at
-most ``CATEGORY_CAP`` categories and a fixed-size sample, and 8 bytes per row for
-the duplicate and leakage hashes. Thresholds come from ``data.checks``.
+most ``CATEGORY_CAP`` categories and a fixed-size sample; the duplicate and leakage hashes
+(``ci_ml.data.rowhash``) spill to disk past a fixed budget. Thresholds come from
+``data.checks``.
 
 Rows are hashed over the feature and target columns only: a row index or a unique
 id would make every row look distinct and hide a leak.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,8 @@ import numpy as np
 from ci_ml.config import Config
 from ci_ml.data.drift import category_drift, psi
 from ci_ml.data.loader import open_split
-from ci_ml.data.profile import ColumnProfile, ColumnProfiler, row_hashes
+from ci_ml.data.profile import ColumnProfile, ColumnProfiler
+from ci_ml.data.rowhash import Partition, RowHashSet, row_hashes
 from ci_ml.data.schema import (
     CATEGORY,
     CLASSIFICATION,
@@ -101,17 +104,16 @@ class _Pass:
 
     profiles: dict[str, ColumnProfile]
     rows: int
-    hashes: np.ndarray
+    hashes: RowHashSet
     hashed: tuple[str, ...]
 
 
 def _stream(source: DataFile, columns: Sequence[str], refs: Mapping[str, Any],
             hash_columns: Callable[[dict[str, ColumnProfiler]], Sequence[str]] | Sequence[str],
-            seed: int, progress: Progress | None) -> _Pass:
+            seed: int, progress: Progress | None, hashes: RowHashSet) -> _Pass:
     """Profile ``columns`` and hash rows over the hash columns (decided after the first
-    batch when given as a function of the profilers)."""
+    batch when given as a function of the profilers) into ``hashes``."""
     profilers = {c: ColumnProfiler(c, seed + i, refs.get(c)) for i, c in enumerate(columns)}
-    hashes: list[np.ndarray] = []
     chosen: Sequence[str] | None = None if callable(hash_columns) else list(hash_columns)
     rows = 0
     for batch in iter_batches(source, columns):
@@ -120,18 +122,18 @@ def _stream(source: DataFile, columns: Sequence[str], refs: Mapping[str, Any],
         if chosen is None:
             assert callable(hash_columns)
             chosen = list(hash_columns(profilers))
-        hashes.append(row_hashes(batch.select(chosen)))
+        hashes.add(row_hashes(batch.select(chosen)))
         rows += batch.num_rows
         if progress:
             progress(source.key, rows)
-    return _Pass({c: p.result() for c, p in profilers.items()}, rows,
-                 np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
+    return _Pass({c: p.result() for c, p in profilers.items()}, rows, hashes,
                  tuple(chosen or ()))
 
 
-def _hash_only(source: DataFile, columns: Sequence[str]) -> np.ndarray:
-    parts = [row_hashes(batch) for batch in iter_batches(source, columns)]
-    return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+def _hash_only(source: DataFile, columns: Sequence[str], hashes: RowHashSet) -> RowHashSet:
+    for batch in iter_batches(source, columns):
+        hashes.add(row_hashes(batch))
+    return hashes
 
 
 def _tentative(target: str, id_columns: Sequence[str] | None,
@@ -182,6 +184,11 @@ def _per_column(name: str, label: str, values: Mapping[str, float], limit: float
 
 
 def run_checks(config: Config, progress: Progress | None = None) -> DataReport:
+    with ExitStack() as files:
+        return _run_checks(config, progress, files)
+
+
+def _run_checks(config: Config, progress: Progress | None, files: ExitStack) -> DataReport:
     data = config.section("data")
     limits: Mapping[str, Any] = data["checks"]
     train_src, test_src = open_split(config, "train"), open_split(config, "test")
@@ -191,12 +198,18 @@ def run_checks(config: Config, progress: Progress | None = None) -> DataReport:
     id_cols = list(ids) if ids is not None else None
     seed = int(config.section("train").get("seed", 0))
     given = read_schema(config.resolve(str(data["schema"]))) if data.get("schema") else None
+    # One partition for both splits: the overlap is counted bucket against bucket.
+    partition = Partition()
+
+    def hash_set(unique: bool) -> RowHashSet:
+        return files.enter_context(RowHashSet(partition, unique=unique))
+
     if given is not None:
         check_columns(given, train_src.columns, train_src.key, train_src.path)
         refs = {c.name: c.reference() for c in given.columns}
         cols = [c for c in train_src.columns if c in refs]
         keep = [c.name for c in given.columns if c.role in (FEATURE, TARGET)]
-        train = _stream(train_src, cols, refs, keep, seed, progress)
+        train = _stream(train_src, cols, refs, keep, seed, progress, hash_set(True))
         schema = given
     else:
         if target not in train_src.columns:
@@ -204,18 +217,19 @@ def run_checks(config: Config, progress: Progress | None = None) -> DataReport:
                              f"columns are: {', '.join(train_src.columns[:10])}")
         cols = list(train_src.columns)
         train = _stream(train_src, cols, {}, _tentative(target, id_cols, features), seed,
-                        progress)
+                        progress, hash_set(True))
         schema = infer_schema(train.profiles, train.rows, target=target,
                               task=str(data.get("task", "auto")), features=features,
                               id_columns=id_cols, source={"path": train_src.path.name})
         keep = [c.name for c in schema.columns if c.role in (FEATURE, TARGET)]
         if set(keep) != set(train.hashed):
             # The first batch misjudged an identifier: hash the rows again, right columns.
-            train.hashes = _hash_only(train_src, keep)
+            train.hashes.close()
+            train.hashes = _hash_only(train_src, keep, hash_set(True))
     check_columns(schema, test_src.columns, test_src.key, test_src.path)
     refs = {c.name: c.reference() for c in schema.columns}
     test_cols = [c for c in schema.names if c in test_src.columns]
-    test = _stream(test_src, test_cols, refs, keep, seed + 1000, progress)
+    test = _stream(test_src, test_cols, refs, keep, seed + 1000, progress, hash_set(False))
     checks = _checks(schema, train, test, limits, given is not None)
     return DataReport(
         checks=tuple(checks), rows={"train": train.rows, "test": test.rows},
@@ -298,8 +312,7 @@ def _checks(schema: DataSchema, train: _Pass, test: _Pass, limits: Mapping[str, 
 
 
 def _duplicates(train: _Pass, limit: float) -> CheckResult:
-    h = np.sort(train.hashes)
-    dup = int(np.count_nonzero(h[1:] == h[:-1])) if h.size > 1 else 0
+    dup = train.hashes.duplicates()
     frac = _share(dup, train.rows)
     return CheckResult("duplicate_rows_train", frac <= limit, frac, limit,
                        f"{dup} duplicate rows in train ({frac:.2%})",
@@ -307,7 +320,7 @@ def _duplicates(train: _Pass, limit: float) -> CheckResult:
 
 
 def _overlap(train: _Pass, test: _Pass, limit: float) -> CheckResult:
-    shared = int(np.count_nonzero(np.isin(test.hashes, train.hashes)))
+    shared = test.hashes.found_in(train.hashes)
     frac = _share(shared, test.rows)
     return CheckResult("train_test_overlap", frac <= limit, frac, limit,
                        f"{shared} test rows also appear in train ({frac:.2%}): leakage",

@@ -9,7 +9,9 @@ and the model's predictions. Format ``ci-ml/reference-profile/1``::
        "<number field>": {"kind": "number", "rows": 275, "missing_share": 0.007,
           "count": 273, "mean": 43.9, "std": 5.4, "min": 32.1, "max": 59.6,
           "quantiles": {"q": [0.0, 0.05, ..., 1.0], "values": [...]},
-          "histogram": {"edges": [...9 inner edges: the deciles...], "shares": [...10...]}},
+          "histogram": {"edges": [...inner edges: the deciles, and [v, next float) around
+                                  a value holding a tenth of the data or more...],
+                        "shares": [...one more than edges...]}},
        "<category field>": {"kind": "category", "rows": 275, "missing_share": 0.03,
           "distinct": 3, "frequencies": {"Biscoe": 0.49, ...}},
        "<date field>": {"kind": "datetime", "rows": ..., "missing_share": ..., "min": <days>,
@@ -44,13 +46,21 @@ def _number(sample: Sequence[float] | np.ndarray, rows: int, missing: int) -> di
     if values.size == 0:
         return out
     qs = np.quantile(values, QUANTILES)
-    edges = np.unique(np.quantile(values, [i / 10 for i in range(1, 10)]))
+    deciles = np.quantile(values, [i / 10 for i in range(1, 10)])
+    cuts = {round(float(v), 6) for v in deciles}
+    for v in np.unique(deciles):
+        # A value holding a tenth of the data or more (the zeros of a sparse feature, an
+        # integer feature) gets a bin of its own, [v, next float): inside one wide decile
+        # bin, traffic that moved off it would look unchanged to the monitor.
+        if np.count_nonzero(values == v) * 10 >= values.size:
+            cuts.update((float(v), float(np.nextafter(v, np.inf))))
+    edges = np.array(sorted(cuts))
     counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
     out.update({
         "mean": round(float(values.mean()), 6), "std": round(float(values.std()), 6),
         "min": round(float(values.min()), 6), "max": round(float(values.max()), 6),
         "quantiles": {"q": list(QUANTILES), "values": [round(float(v), 6) for v in qs]},
-        "histogram": {"edges": [round(float(v), 6) for v in edges],
+        "histogram": {"edges": [float(v) for v in edges],
                       "shares": [round(float(c) / values.size, 6) for c in counts]},
     })
     return out

@@ -22,7 +22,7 @@ from ci_ml.config import Config
 from ci_ml.console import Reporter
 from ci_ml.errors import EXIT_BLOCKED, EXIT_OK, EXIT_TOOL, CiMlError, UsageError
 from ci_ml.extras import missing as missing_modules
-from ci_ml.extras import require
+from ci_ml.extras import require_all
 from ci_ml.fsutil import atomic_write_json, hash_json, hash_path, replace_path
 from ci_ml.pipeline.cache import StepCache, cache_key_from_env, check_cache_dir
 from ci_ml.pipeline.execute import check_limits, execute, note_selection
@@ -169,11 +169,10 @@ def run_pipeline(
     note_selection(only)
     # Every step that will really run validates its inputs before any of them runs or
     # writes; a step the cache will answer costs nothing (not even importing torch).
+    needs = [(s.extra_for(config), f"step {s.name}") for s in steps if s.name in plan.will_run]
+    require_all([(extra, what) for extra, what in needs if extra is not None])
     for step_cls in steps:
         if step_cls.name in plan.will_run:
-            extra = step_cls.extra_for(config)
-            if extra is not None:
-                require(extra, f"step {step_cls.name}")
             preflight = getattr(step_cls(), "preflight", None)
             if callable(preflight):
                 preflight(config)

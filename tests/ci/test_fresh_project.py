@@ -39,14 +39,15 @@ def fresh(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Fresh:
     """sklearn's breast-cancer data as a new project: `ci-ml init` and nothing else.
 
     ci-ml itself is installed the way a team installs it, from the repository at a commit
-    (its core install): `ci-ml generate` then pins that very commit, unasked.
+    (with the [data] extra `ci-ml init` reads the data with): `ci-ml generate` then pins
+    that very commit, unasked.
     """
     work = tmp_path_factory.mktemp("fresh")
     venv = work / "user-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     env = job_env(source)
     proc = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
-                           source.requirement()], env=env, capture_output=True, text=True,
+                           source.requirement("[data]")], env=env, capture_output=True, text=True,
                           timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = work / "cancer"

@@ -6,6 +6,7 @@ The base is a real project: the Palmer penguins, split into train and test."""
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import shutil
 import threading
@@ -164,7 +165,14 @@ def test_bad_data_file_is_one_clear_error(project: Path, mutate: Callable[[Path]
     # Nothing half-written: a problem found while streaming leaves at most the empty out dir.
     out = project / "out"
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
-    assert not (project / ".ci-ml-cache").exists()
+    # No cache entry either: only the run history, which records the failed run as a bad
+    # input (autofix reads it there, and never retries one).
+    cache = project / ".ci-ml-cache"
+    assert not cache.exists() or [p.name for p in cache.iterdir()] == ["history"]
+    if cache.exists():
+        (record,) = [json.loads(line) for f in (cache / "history").glob("*.jsonl")
+                     for line in f.read_text().splitlines()]
+        assert record["step"] == "data-check" and record["failure"]["class"] == "bad-input"
 
 
 def test_training_refuses_the_same_files(project: Path) -> None:

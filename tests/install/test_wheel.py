@@ -35,6 +35,13 @@ def example_run(full_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Ru
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(
         ".ci-ml-cache", "__pycache__", ".github", ".gitlab", ".gitlab-ci.yml"))
     (work / "advisories").symlink_to(FIXTURES / "advisories", target_is_directory=True)
+    # Promotions are signed: the project's key pair, made by the wheel as `ci-ml init` would.
+    keygen = full_venv.run("registry", "keygen", "keys/signing.pem", cwd=project)
+    assert keygen.returncode == 0, keygen.stderr
+    cfg = yaml.safe_load((project / "ci-ml.yaml").read_text())
+    cfg["registry"] = {**cfg.get("registry", {}), "signing_key": "keys/signing.pem",
+                       "verify_key": "keys/signing.pem.pub"}
+    (project / "ci-ml.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = full_venv.run("run", "--config", "example/ci-ml.yaml", "--out", "out", cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     return Run(project, work / "out", proc.stdout, proc.stderr)
@@ -133,8 +140,9 @@ def test_the_core_install_gates_from_the_cache_and_names_missing_extras(
     assert production.returncode in (0, 1), production.stderr
     assert "steps: 1 ran," in production.stdout and "train cached" in production.stderr
     assert '<section id="pruning">' in (example_run.out / "report.html").read_text()
-    for args, extra in ((["train", "--force"], "train"), (["serve"], "serve"),
-                        (["deploy", "render"], "deploy")):
+    # A forced training runs the data check too: one line names both extras.
+    for args, extra in ((["train", "--force"], "data,train"), (["serve"], "serve"),
+                        (["deploy", "render"], "deploy"), (["data", "infer"], "data")):
         proc = core_venv.run(*args, "--config", cfg, "--out", example_run.out / "core",
                              cwd=example_run.project)
         assert proc.returncode == 2, (args, proc.stderr)

@@ -20,6 +20,7 @@ from tests.ci.clients import (
     ci_project,
     client_env,
     generate,
+    installs,
     job_env,
     run_gitlab_ci_local,
     tool,
@@ -140,6 +141,8 @@ def test_scheduled_monitor_job_in_gitlab_ci_local_triggers_a_pipeline(
             "CI_PIPELINE_SOURCE": "schedule", "CI_ML_TRIGGER_TOKEN": TOKEN})
     assert set(run.results) == {"ci-ml-monitor"}, run.raw[-3000:]
     assert run.results["ci-ml-monitor"] == "FAIL"      # retraining due: exit 1
+    # The job installed what `ci-ml monitor` needs (and the registry's client), nothing more.
+    assert installs(run.logs["ci-ml-monitor"]) == [source.requirement("[monitor,oci]")]
     (call,) = api.calls
     assert call.path == "/api/v4/projects/group%2Fdigits/trigger/pipeline"
     form = call.form()

@@ -58,7 +58,9 @@ def test_clean_traffic_exits_0_with_report_and_html(trained: Path, tmp_path: Pat
     doc = report(tmp_path)
     assert doc["decision"] == {"status": "ok", "retrain": False, "reasons": []}
     assert doc["window"]["rows"] == WINDOW_ROWS and doc["inputs"]["corrupt"] == 0
-    assert doc["reference"]["kind"] == "computed" and "data.train" in doc["reference"]["source"]
+    # The profile the data step stored with the model, not a pass over data.train again.
+    assert doc["reference"]["kind"] == "stored"
+    assert "reference-profile.json" in doc["reference"]["source"]
     assert doc["drift"]["correction"] == "holm" and len(doc["drift"]["features"]) == 64
     assert doc["model"]["digest"] == ServedModel(trained / "out/candidate/model.onnx").sha256
     html = (tmp_path / "out" / "monitor.html").read_text()

@@ -96,4 +96,4 @@ def test_local_image_by_name_and_a_digest_scoped_waiver(
                      "--image", tag, "--fail-on", "critical", "--waivers",
                      planted / "waivers.yaml")
     assert waived.code == 0, waived.output
-    assert "1 cached" in waived.stdout               # same image ID: the scan is reused
+    assert "1 from cache" in waived.stdout               # same image ID: the scan is reused
