@@ -29,7 +29,7 @@ class Extra:
         return tuple(m for m in self.modules if not module_available(m))
 
 
-SERVER_MODULES = ("onnxruntime", "uvicorn", "httptools", "prometheus_client")
+SERVER_MODULES = ("onnxruntime", "uvicorn", "httptools", "prometheus_client", "orjson")
 
 DATA_MODULES = ("pyarrow",)
 # Running and measuring an ONNX model on the data: what a train.command project's train and

@@ -27,7 +27,8 @@ from ci_ml.resources import render_template, template_environment
 from ci_ml.serve.settings import LogSettings, ServeSettings
 
 # The server's whole runtime: no torch, no training code (uvloop is optional).
-SERVER_PACKAGES = ("onnxruntime", "numpy", "uvicorn", "httptools", "prometheus-client")
+SERVER_PACKAGES = ("onnxruntime", "numpy", "uvicorn", "httptools", "prometheus-client",
+                   "orjson")
 OPTIONAL_SERVER_PACKAGES = ("uvloop",)
 HOST_CA_BUNDLES = (Path("/etc/ssl/certs/ca-certificates.crt"),
                    Path("/etc/pki/tls/certs/ca-bundle.crt"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ import numpy as np
 
 from ci_ml.serve import oip
 from ci_ml.serve.decoders.interface import Batch, Predictions, RequestError
+from ci_ml.serve.jsonio import dumps
 from ci_ml.serve.labels import LabelSink
 from ci_ml.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from ci_ml.serve.metrics import Metrics
@@ -70,10 +70,6 @@ _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/inf
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
                      "CONNECT"})
 PREDICT_ROUTES = ("/predict", "/v2/models/{name}/infer")
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class Response:

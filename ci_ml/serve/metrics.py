@@ -69,6 +69,7 @@ class Metrics:
         info.labels(model, version or "", digest).set(1)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
+        self._batch_children: dict[str, Histogram] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -82,7 +83,10 @@ class Metrics:
         hist.observe(seconds)
 
     def observe_batch(self, route: str, size: int) -> None:
-        self.batch.labels(route).observe(size)
+        hist = self._batch_children.get(route)
+        if hist is None:
+            hist = self._batch_children[route] = self.batch.labels(route)
+        hist.observe(size)
 
     def observe_labels(self, labels: Sequence[str]) -> None:
         for label in labels:

@@ -253,11 +253,14 @@ class ServedModel:
             raise RuntimeError(f"model returned {scores.shape[1]} scores for "
                                f"{len(self.card.classes)} classes")
         if self.card.scores == "logits":
-            exp = np.exp(scores - scores.max(axis=1, keepdims=True))
-            probs = exp / exp.sum(axis=1, keepdims=True)
+            # In place: the same arithmetic as exp(s - max) / sum, without two temporaries.
+            probs = scores - scores.max(axis=1, keepdims=True)
+            np.exp(probs, out=probs)
+            probs /= probs.sum(axis=1, keepdims=True)
         else:
             probs = scores
-        labels = [self.card.classes[i] for i in probs.argmax(axis=1)]
+        classes = self.card.classes
+        labels = [classes[i] for i in probs.argmax(axis=1).tolist()]
         return Predictions(labels=labels, probabilities=probs)
 
 

@@ -56,7 +56,9 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     threads: int = 1
-    workers: int = 1
+    # One per CPU, as the config schema's default: inference runs inline on the event loop,
+    # so one worker uses one core (benchmarks/serve.py: the default is what wins).
+    workers: int = 0
     name: str | None = None
     version: str | None = None
     limits: Limits = field(default_factory=Limits)

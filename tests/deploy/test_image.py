@@ -59,7 +59,7 @@ def test_context_holds_only_the_server(example_project: Path, tmp_path: Path) ->
     reqs = (ctx / "requirements.txt").read_text().split()
     assert reqs == [f"{name}=={importlib.metadata.version(name)}"
                     for name in ("onnxruntime", "numpy", "uvicorn", "httptools",
-                                 "prometheus-client", "uvloop")]
+                                 "prometheus-client", "orjson", "uvloop")]
     rootfs = ctx / "rootfs"
     code = sorted(p.relative_to(rootfs).as_posix() for p in rootfs.rglob("*.py"))
     assert all(p.startswith("opt/ci-ml/app/ci_ml/") for p in code)

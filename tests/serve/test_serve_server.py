@@ -229,7 +229,8 @@ def test_request_log_samples_and_rotates(tiny_model: Path, tmp_path: Path) -> No
              for x in p.read_text().splitlines()]
     assert srv.app.request_log.written == 11                # exactly half of 22 requests
     assert log.with_name("requests.jsonl.1").exists()       # rotated past max_bytes ...
-    assert 0 < len(lines) < 11 and log.stat().st_size < 1024   # ... keeping one old file
+    # ... keeping one old file (the last append may have rotated: no current file yet)
+    assert 0 < len(lines) < 11 and (not log.exists() or log.stat().st_size < 1024)
     ok = [x for x in lines if x["status"] == 200]
     assert ok and all(len(x["inputs"][0]) == 4 and x["outputs"][0]["label"] in "abc" for x in ok)
     assert all(abs(sum(x["outputs"][0]["probabilities"]) - 1) < 1e-5 and x["latency_ms"] >= 0

@@ -57,22 +57,35 @@ def _is_str(value: Any) -> bool:
 
 _CHECKS = {"float32": (_is_number, "a number"), "float64": (_is_number, "a number"),
            "int64": (_is_int, "an integer"), "object": (_is_str, "a string")}
+# The same checks for a whole list at once: the set of its values' exact types (so a bool,
+# a subclass of int, is not a number) is computed in C, a call per value is not.
+_TYPES = {"float32": frozenset({float, int}), "float64": frozenset({float, int}),
+          "int64": frozenset({int}), "object": frozenset({str})}
 
 
 def _flatten(value: Any, shape: tuple[int, ...], out: list[Any], where: str,
-             check: Any, expected: str) -> None:
+             check: Any, expected: str, types: frozenset[type], path: tuple[int, ...] = ()
+             ) -> None:
+    # The position is formatted only for an error message: most requests are valid.
     if not isinstance(value, list):
-        raise RequestError(422, f"{where}: expected a list of {shape[0]}, got {_kind(value)}")
+        raise RequestError(422, f"{_at(where, path)}: expected a list of {shape[0]}, got "
+                                f"{_kind(value)}")
     if len(value) != shape[0]:
-        raise RequestError(422, f"{where}: expected {shape[0]} values, got {len(value)}")
+        raise RequestError(422, f"{_at(where, path)}: expected {shape[0]} values, got "
+                                f"{len(value)}")
     if len(shape) == 1:
-        for i, v in enumerate(value):
-            if not check(v):
-                raise RequestError(422, f"{where}[{i}]: expected {expected}, got {_kind(v)}")
+        if not types.issuperset(map(type, value)):
+            i, v = next((i, v) for i, v in enumerate(value) if not check(v))
+            raise RequestError(422, f"{_at(where, (*path, i))}: expected {expected}, got "
+                                    f"{_kind(v)}")
         out.extend(value)
         return
     for i, v in enumerate(value):
-        _flatten(v, shape[1:], out, f"{where}[{i}]", check, expected)
+        _flatten(v, shape[1:], out, where, check, expected, types, (*path, i))
+
+
+def _at(where: str, path: tuple[int, ...]) -> str:
+    return where + "".join(f"[{i}]" for i in path)
 
 
 class TensorDecoder(InputDecoder):
@@ -188,10 +201,11 @@ class TensorDecoder(InputDecoder):
             if not check(value):
                 raise RequestError(422, f"{where}: expected {expected}, got {_kind(value)}")
             out.append(value)
-        elif isinstance(value, list) and len(value) == n and all(map(check, value)):
+        elif isinstance(value, list) and len(value) == n and \
+                _TYPES[spec.dtype].issuperset(map(type, value)):
             out.extend(value)           # the flat form (also the nested form of a 1-D input)
         elif len(shape) > 1 and isinstance(value, list) and value and isinstance(value[0], list):
-            _flatten(value, shape, out, where, check, expected)
+            _flatten(value, shape, out, where, check, expected, _TYPES[spec.dtype])
         elif isinstance(value, list) and len(value) == n:
             bad = next(j for j, v in enumerate(value) if not check(v))
             raise RequestError(422, f"{where}[{bad}]: expected {expected}, got "
