@@ -26,8 +26,12 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# --dist loadscope: one test module per worker at a time, so a module's expensive fixtures
+# (an act or gitlab-ci-local pipeline run, the wheel's venvs) are made once. (loadgroup's
+# xdist_group marks are silently ignored by pytest-xdist 3.8 on pytest 9: tests of one
+# group were spread over both workers and each ran the pipelines again.)
 pytest: $(BIN)/.installed
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=20
+	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=20
 
 test: lint typecheck pytest
 

@@ -33,7 +33,8 @@ from tests.ci.clients import (
 from tests.conftest import run_cli
 from tests.registry.servers import Distribution
 
-# One act run serves several tests: keep them on one xdist worker (--dist loadgroup).
+# One act run serves several tests: keep them on one xdist worker
+# (--dist loadscope: a module at a time; the group mark is for --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("act")]
 
 EVIDENCE_JOBS = {"data-check", "train", "prune", "scan-code", "scan-deps", "scan-model",

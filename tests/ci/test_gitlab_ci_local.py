@@ -30,7 +30,8 @@ from tests.ci.clients import (
 from tests.conftest import run_cli
 from tests.registry.servers import Distribution
 
-# One pipeline run serves several tests: keep them on one xdist worker (--dist loadgroup).
+# One pipeline run serves several tests: keep them on one xdist worker
+# (--dist loadscope: a module at a time; the group mark is for --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gitlab-ci-local")]
 
 STEP_JOBS = {"ci-ml-data-check", "ci-ml-train", "ci-ml-prune", "ci-ml-scan-code",
