@@ -85,6 +85,11 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def load_private_key(path: Path) -> Ed25519Signer:
+    if not path.exists() and not os.environ.get(SIGNING_KEY_ENV):
+        # The usual first failure in CI: the key `ci-ml init` made is git-ignored, so the
+        # job's checkout has no copy until the CI system hands one over.
+        raise KeyFileError(f"{path}: signing key not found (it is git-ignored: in CI, store "
+                           f"it as the secret {SIGNING_KEY_ENV}, a File variable on GitLab)")
     data = _read(path, "signing key")
     password = os.environ.get(SIGNING_PASSWORD_ENV)
     try:

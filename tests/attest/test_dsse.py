@@ -50,3 +50,16 @@ def test_garbage_is_not_an_envelope() -> None:
 
     with pytest.raises(InputError, match="not a DSSE envelope"):
         dsse.Envelope.from_bytes(b'{"payload": "!!!", "payloadType": "x"}')
+
+
+def test_a_missing_signing_key_says_where_ci_gets_it(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first push after `ci-ml init`: the private key is git-ignored, so the job has none."""
+    monkeypatch.delenv("CI_ML_SIGNING_KEY", raising=False)
+    with pytest.raises(KeyFileError, match=r"signing\.pem: signing key not found .*secret "
+                                           r"CI_ML_SIGNING_KEY"):
+        load_private_key(tmp_path / "signing.pem")
+    # A path the CI system handed over that is missing is just that: not found.
+    monkeypatch.setenv("CI_ML_SIGNING_KEY", str(tmp_path / "handed.pem"))
+    with pytest.raises(KeyFileError, match=r"handed\.pem: signing key not found$"):
+        load_private_key(tmp_path / "handed.pem")

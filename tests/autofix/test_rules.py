@@ -101,10 +101,29 @@ def test_memory_error_under_rlimit_as() -> None:
 
 @covers("native-allocation")
 def test_pytorch_allocator_failure_under_rlimit_as() -> None:
+    # One BLAS/OpenMP thread: on a many-core machine a thread per CPU fills 3 GiB of
+    # address space at `import torch` already (the thread-memory rule's failure, below).
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     result = py("import torch\nt = torch.empty(6 * 1024 ** 3, dtype=torch.uint8)",
-                Limits(memory_bytes=3 * 1024 * MIB), prefer=[Enforcement.RLIMIT_AS])
+                Limits(memory_bytes=3 * 1024 * MIB), prefer=[Enforcement.RLIMIT_AS],
+                env=one_thread)
     c = expect(result, "native-allocation", FailureClass.OUT_OF_MEMORY)
     assert "DefaultCPUAllocator" in c.evidence
+
+
+@covers("thread-memory")
+def test_thread_memory_exhausted_at_import_is_out_of_memory_not_a_missing_command() -> None:
+    """glibc's loader exits 127 when it cannot allocate a new thread's TLS: the exit code
+    of a missing command, so without this rule the fix tried would be installing a tool.
+    It takes a machine with many CPUs (a BLAS thread per CPU), so the log is recorded."""
+    log = (REPO / "fixtures" / "recorded" / "autofix" / "thread-local-data-exit-127.log")
+    c = RuleClassifier().classify(Failure(127, None, memory_limited=True,
+                                          log=log.read_text()))
+    assert (c.rule, c.failure_class) == ("thread-memory", FailureClass.OUT_OF_MEMORY)
+    assert "thread-local data" in c.evidence
+    # A command that is really missing still is one.
+    missing = run_limited(["sh", "-c", "no-such-command-ci-ml-test"])
+    expect(missing, "command-not-found", FailureClass.TOOL_MISSING)
 
 
 @covers("file-size-limit", "sigxfsz", "shell-sigxfsz")

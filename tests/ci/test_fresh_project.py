@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ci_ml.scaffold import SIGNING_KEY
 from tests.ci.clients import (
     Source,
     git,
@@ -70,6 +71,15 @@ def initialise(fresh: Fresh, target: str, dest: Path) -> Path:
     return repo
 
 
+def private_key(repo: Path) -> Path:
+    """The key `ci-ml init` made: git-ignored, so no job's checkout has it."""
+    key = repo / SIGNING_KEY
+    tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert key.is_file() and SIGNING_KEY not in tracked
+    return key
+
+
 def check_deployment(out: Path) -> None:
     """The deploy job rendered the manifests for the image it just built."""
     record = json.loads((out / "image.json").read_text())
@@ -86,7 +96,9 @@ def check_deployment(out: Path) -> None:
 def test_first_push_to_main_passes_in_act(fresh: Fresh, tmp_path: Path) -> None:
     repo = initialise(fresh, "github", tmp_path)
     out = tmp_path / "out"
-    run = run_act(repo, tmp_path, fresh.source, cache=tmp_path / "step-cache", out=out)
+    # As `ci-ml init` says: the git-ignored private key is stored as the CI secret.
+    run = run_act(repo, tmp_path, fresh.source, cache=tmp_path / "step-cache", out=out,
+                  secrets={"CI_ML_SIGNING_KEY": private_key(repo).read_text()})
     assert run.returncode == 0, run.raw[-5000:]
     jobs = yaml.safe_load((repo / ".github/workflows/ci-ml.yml").read_text())["jobs"]
     expected = {j for j in jobs if "production" not in j}
@@ -99,9 +111,11 @@ def test_first_push_to_main_passes_in_act(fresh: Fresh, tmp_path: Path) -> None:
 
 def test_first_push_to_main_passes_in_gitlab_ci_local(fresh: Fresh, tmp_path: Path) -> None:
     repo = initialise(fresh, "gitlab", tmp_path)
-    run = run_gitlab_ci_local(repo, fresh.source)
+    # A File variable in GitLab: the job gets the path of a copy of the secret.
+    run = run_gitlab_ci_local(repo, fresh.source,
+                              variables={"CI_ML_SIGNING_KEY": str(private_key(repo))})
     assert run.returncode == 0, run.raw[-5000:]
     assert run.results and set(run.results.values()) == {"PASS"}, run.results
     assert {"ci-ml-gate-staging", "ci-ml-promote-staging"} <= set(run.results)
-    assert installs(run.logs["ci-ml-gate-staging"]) == [fresh.source.requirement()]
+    assert installs(run.logs["ci-ml-gate-staging"]) == [fresh.source.requirement("[oci]")]
     check_deployment(run.artifacts(repo, "ci-ml-promote-staging") / "ci-ml-out")

@@ -22,7 +22,7 @@ from ci_ml.model.prune.persist import HISTORY_FILE, load_pruned, save_pruned
 from ci_ml.model.prune.report import PLOT_FILE, REPORT_FILE, write_prune_report
 from ci_ml.model.prune.result import PruneResult
 from ci_ml.model.prune.search import fit, prune_model
-from ci_ml.model.prune.settings import PruneSettings
+from ci_ml.model.prune.settings import REAL_SPEEDUP, PruneSettings
 from ci_ml.model.zoo import ModelSpec, build_model, count_params
 
 pytestmark = pytest.mark.xdist_group("prune")  # one worker: latency tests share the machine
@@ -273,19 +273,24 @@ def test_speedup_search_keeps_the_most_aggressive_setting_within_budget(
 
 def test_no_real_speedup_ships_the_unpruned_model_and_says_why(data: tuple[Data, Data],
                                                                tmp_path: Path) -> None:
-    """A tiny MLP at batch 1 is all runtime overhead: removing half its units buys nothing,
-    so the candidate is the unpruned model (accuracy within budget or not)."""
+    """Removing a tenth of a tiny MLP's hidden units cannot make it 1.2x faster: even where
+    compute is all that counts, its multiply-adds fall 1.10x (2,368 to 2,146), and at batch
+    1 runtime overhead eats most of that. So the candidate is the unpruned model.
+
+    (Half the units measured 1.2x at batch 1 on a CPU with little per-call overhead: the
+    claim has to hold on any machine, so the cut is one no machine can turn into 1.2x.)"""
     (xtr, ytr), (xte, yte) = data
     spec = ModelSpec("mlp", (64,), 10, {"hidden": [32]})
     torch.manual_seed(0)
     model = build_model(spec)
     fit(model, xtr.reshape(len(xtr), -1), ytr, epochs=2, lr=1e-3, batch_size=64, seed=0)
-    settings = _fast(ratio=0.5, round_to=1, latency_batches=(1,), speedup_batch=1,
-                     max_accuracy_drop=100.0, quantize="off")
+    settings = _fast(ratio=0.1, round_to=1, latency_batches=(1,), speedup_batch=1,
+                     latency_rounds=15, max_accuracy_drop=100.0, quantize="off")
     result = prune_model(model, spec, (xtr.reshape(len(xtr), -1), ytr),
                          (xte.reshape(len(xte), -1), yte), settings, work_dir=tmp_path)
     assert result.comparison is not None and result.comparison.candidate.params < count_params(model)
-    assert not result.pruned and result.met_budget
+    assert result.comparison.macs_ratio < REAL_SPEEDUP  # the premise: no machine can gain 1.2x
+    assert not result.pruned and result.met_budget, result.reason
     assert result.reason.startswith("no real speedup at the batch sizes served")
     assert "the unpruned model ships" in result.reason
     assert count_params(result.model) == count_params(model)
