@@ -33,6 +33,18 @@ INSTALL_LINE = re.compile(r"ci-ml setup: (?:pip install (.+)|(.+) is installed i
 TORCH_CONSTRAINT = "torch==2.13.0\n"
 
 
+def same_torch_as_the_jobs() -> None:
+    """A local run shares step-cache entries with the CI jobs only if both run the same
+    torch (its version is in the train step's key): the jobs install TORCH_CONSTRAINT's,
+    so the venv running the tests must hold that one too (the Makefile pins it)."""
+    from importlib.metadata import version
+    pinned = TORCH_CONSTRAINT.strip().split("==")[1]
+    here = version("torch")
+    assert here.split("+")[0] == pinned, (
+        f"this venv has torch {here}, the CI jobs install {pinned}: the local run's cache "
+        "entries cannot match theirs (make .venv pins it; rebuild the venv)")
+
+
 @dataclass(frozen=True)
 class Source:
     """ci-ml's repository as the pipelines see it: a git URL and a pinned commit."""

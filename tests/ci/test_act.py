@@ -26,6 +26,7 @@ from tests.ci.clients import (
     installs,
     manifest_steps,
     run_act,
+    same_torch_as_the_jobs,
     signing_key,
     steps_counts,
     warm_counts,
@@ -176,6 +177,7 @@ def test_a_release_tag_gates_and_promotes_to_production(setup: Setup, tag_run: A
 
 def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
     """`ci-ml run` on a laptop and the CI jobs compute the same step-cache keys."""
+    same_torch_as_the_jobs()
     repo = ci_project(tmp_path, source)
     generate(repo, "github")
     cache = tmp_path / "shared-cache"

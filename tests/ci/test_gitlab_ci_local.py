@@ -23,6 +23,7 @@ from tests.ci.clients import (
     generate,
     installs,
     run_gitlab_ci_local,
+    same_torch_as_the_jobs,
     signing_key,
     steps_counts,
     warm_counts,
@@ -143,6 +144,7 @@ def test_a_release_tag_gates_production_from_the_pipeline_cache(pipeline: Pipeli
 
 
 def test_steps_run_locally_are_cached_in_the_ci_run(tmp_path: Path, source: Source) -> None:
+    same_torch_as_the_jobs()
     repo = ci_project(tmp_path, source)
     generate(repo, "gitlab")
     cache = tmp_path / "shared-cache"
