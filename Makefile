@@ -8,14 +8,12 @@ OUT ?= out/example
 
 .PHONY: demo test lint typecheck pytest bench clean test-torch-newest
 
-# torch is pinned to the lowest release [train] admits, the CPU build on this machine's disk:
-# unpinned, pip takes the newest from the index, a CUDA build (a 6.9 GB venv, and an import
-# that maps gigabytes of CUDA libraries into every test process that loads torch).
-$(BIN)/.installed: pyproject.toml
+# constraints.txt pins torch to the CPU build on this machine's disk: unpinned, pip takes a
+# CUDA build (a 6.9 GB venv, and an import that maps gigabytes of CUDA libraries).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	echo "torch==2.13.0" > $(VENV)/constraints.txt
-	PIP_CONSTRAINT=$(VENV)/constraints.txt $(BIN)/pip install --quiet -e '.[dev]'
+	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install --quiet -e '.[dev]'
 	# ISLP ships the Hitters data set the tests use; its own dependencies (lightning,
 	# lifelines, statsmodels, ...) serve its labs, not its data files: data only.
 	$(BIN)/pip install --quiet --no-deps 'ISLP==0.6.0'

@@ -63,8 +63,7 @@ def compare(kinds: dict[str, str], rounds: int, *more: str) -> dict[str, tuple[f
     with tempfile.TemporaryDirectory(prefix="ci-ml-bench-install-") as tmp:
         work = Path(tmp)
         wheel = build_wheel(work)
-        constraints = work / "constraints.txt"
-        constraints.write_text("torch==2.13.0\n")
+        constraints = Path(__file__).resolve().parents[1] / "constraints.txt"
         for extras in kinds.values():              # warm pip's cache, untimed
             install(f"{wheel}{extras}", work, constraints, *more)
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}

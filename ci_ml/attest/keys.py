@@ -75,22 +75,22 @@ class Ed25519Verifier(Verifier):
         return True
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, missing_hint: str = "") -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
-        raise KeyFileError(f"{path}: {what} not found") from exc
+        raise KeyFileError(f"{path}: {what} not found{missing_hint}") from exc
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read {what}: {exc.strerror}") from exc
 
 
 def load_private_key(path: Path) -> Ed25519Signer:
-    if not path.exists() and not os.environ.get(SIGNING_KEY_ENV):
-        # The usual first failure in CI: the key `ci-ml init` made is git-ignored, so the
-        # job's checkout has no copy until the CI system hands one over.
-        raise KeyFileError(f"{path}: signing key not found (it is git-ignored: in CI, store "
-                           f"it as the secret {SIGNING_KEY_ENV}, a File variable on GitLab)")
-    data = _read(path, "signing key")
+    # The usual first failure in CI: the key `ci-ml init` made is git-ignored, so the job's
+    # checkout has no copy until the CI system hands one over.
+    hint = "" if os.environ.get(SIGNING_KEY_ENV) else (
+        f" (it is git-ignored: in CI, store it as the secret {SIGNING_KEY_ENV}, a File "
+        "variable on GitLab)")
+    data = _read(path, "signing key", hint)
     password = os.environ.get(SIGNING_PASSWORD_ENV)
     try:
         key = serialization.load_pem_private_key(

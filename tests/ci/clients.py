@@ -30,7 +30,7 @@ CLIENT_TIMEOUT_S = 2400  # a cold pipeline installs every extra once; a loaded m
 STEPS_LINE = re.compile(r"steps: (\d+) ran, (\d+) from cache")
 INSTALL_LINE = re.compile(r"ci-ml setup: (?:pip install (.+)|(.+) is installed in )")
 # The CPU build of torch on this machine's disk: the lowest end of [train]'s range.
-TORCH_CONSTRAINT = "torch==2.13.0\n"
+TORCH_CONSTRAINT = (REPO / "constraints.txt").read_text()
 
 
 def same_torch_as_the_jobs() -> None:
@@ -38,7 +38,8 @@ def same_torch_as_the_jobs() -> None:
     torch (its version is in the train step's key): the jobs install TORCH_CONSTRAINT's,
     so the venv running the tests must hold that one too (the Makefile pins it)."""
     from importlib.metadata import version
-    pinned = TORCH_CONSTRAINT.strip().split("==")[1]
+    (pinned,) = [line.split("==")[1].strip() for line in TORCH_CONSTRAINT.splitlines()
+                 if line.startswith("torch==")]
     here = version("torch")
     assert here.split("+")[0] == pinned, (
         f"this venv has torch {here}, the CI jobs install {pinned}: the local run's cache "

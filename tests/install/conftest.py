@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO
 
 # [train]'s lowest torch: the CPU build on this machine's disk (the range also admits 2.14.1).
-TORCH_CONSTRAINT = "torch==2.13.0\n"
+TORCH_CONSTRAINT = (REPO / "constraints.txt").read_text()
 
 
 @dataclass(frozen=True)
