@@ -113,6 +113,10 @@ class Client:
             except (BrokenPipeError, ConnectionResetError) as exc:
                 # The server may answer (413) and close before reading the whole body.
                 send_error = exc
+                if conn.sock is None:
+                    # Reset while connecting (a target shedding load): no socket to read
+                    # an answer from; http.client would fail on None.
+                    return failed("reset")
             try:
                 resp = conn.getresponse()
                 data = resp.read(MAX_BODY_KEPT)

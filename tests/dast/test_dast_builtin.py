@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from collections.abc import Iterator
@@ -140,3 +141,22 @@ def test_unreachable_target_is_an_error_not_a_clean_scan() -> None:
         port = s.getsockname()[1]
     with pytest.raises(DastError, match="did not answer"):
         discover(Client(f"http://127.0.0.1:{port}", 2))
+
+
+class _ResetWhileConnecting(http.client.HTTPConnection):
+    """The OS's side of a target shedding load: the connection is reset as it is made."""
+
+    def connect(self) -> None:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_a_connection_reset_while_connecting_is_a_reset_not_a_crash(
+        served: RunningServer) -> None:
+    """Seen in a full run against the weak server: http.client leaves no socket behind, and
+    reading the answer from it raised AttributeError out of the scan."""
+    client = Client(served.url, 5)
+    client._connection = lambda timeout: _ResetWhileConnecting(  # type: ignore[method-assign]
+        client.host, client.port, timeout=timeout)
+    exchange = client.send("GET", "/health")
+    assert exchange.error == "reset" and not exchange.answered
+    assert not client.alive("/health")            # three resets: not answering
